@@ -1,0 +1,71 @@
+// DOPPLER's public JS API (ES module). The page's UI uses it, and so can any other site:
+//
+//   import { Doppler } from './app/doppler.js';
+//   const d = await Doppler.create();
+//   d.status();   // {python, pyodide, gpu: {vendor, architecture, features, limits}, gpuError}
+//
+// All work happens in a module Web Worker running Python (Pyodide) on WebGPU.
+
+import { DopplerError, WorkerClient } from './protocol.js';
+
+export { DopplerError };
+
+const GPU_OVERRIDES = ['maxStorageBufferBindingSize', 'maxBufferSize', 'disableFeatures'];
+
+export class Doppler {
+  // options: {bootTimeoutMs, pyodideBaseURL, onBoot(stage),
+  //           maxStorageBufferBindingSize, maxBufferSize, disableFeatures: ['subgroups', ...]}
+  static async create(options = {}) {
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    const client = new WorkerClient(worker);
+    const gpu = Object.fromEntries(
+      GPU_OVERRIDES.filter((k) => options[k] !== undefined).map((k) => [k, options[k]]));
+    const status = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new DopplerError('boot_timeout',
+        `the DOPPLER worker did not start within ${options.bootTimeoutMs ?? 180000} ms`)),
+      options.bootTimeoutMs ?? 180000);
+      const settle = (fn, value) => { clearTimeout(timer); fn(value); };
+      worker.onerror = (event) => settle(reject, new DopplerError('worker_failed',
+        `the DOPPLER worker failed to start: ${event.message ?? 'script error'}`));
+      worker.onmessage = ({ data }) => {
+        if (data.type === 'ready') settle(resolve, data.status);
+        else if (data.type === 'fatal') settle(reject, new DopplerError(data.error.code, data.error.message));
+        else if (data.type === 'boot') options.onBoot?.(data);
+      };
+      worker.postMessage({ type: 'init', options: { gpu, pyodideBaseURL: options.pyodideBaseURL } });
+    }).catch((error) => { worker.terminate(); throw error; });
+    return new Doppler(worker, client, status);
+  }
+
+  constructor(worker, client, status) {
+    this.worker = worker;
+    this.client = client;
+    this.bootStatus = status;
+    worker.onmessage = ({ data }) => client.receive(data);
+    worker.onerror = (event) => client.failAll('worker_failed', `worker error: ${event.message}`);
+  }
+
+  // What the worker found: Python and Pyodide versions, the GPU (or gpu: null + gpuError).
+  status() {
+    return structuredClone(this.bootStatus);
+  }
+
+  // Test harness: run one WGSL kernel on the given buffers; returns {outputs: [ArrayBuffer]}.
+  runKernel(spec, options = {}) {
+    return this.client.request('debug.runKernel', spec, options);
+  }
+
+  // Low-level access for diagnostics and tests: any request kind, streamed.
+  stream(kind, payload, options) {
+    return this.client.stream(kind, payload, options);
+  }
+
+  request(kind, payload, options) {
+    return this.client.request(kind, payload, options);
+  }
+
+  terminate() {
+    this.client.failAll('terminated', 'DOPPLER was terminated');
+    this.worker.terminate();
+  }
+}

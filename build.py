@@ -1,0 +1,113 @@
+"""Assemble DOPPLER's self-contained static site in ``dist/`` and serve it.
+
+    python build.py                 build dist/
+    python build.py serve [--port]  build, then serve on 127.0.0.1 with HTTP Range support
+
+The site uses relative URLs only, so ``dist/`` works from any static host and any sub-path,
+and it needs no CDN at run time: the Pyodide core, our wheel and the shaders are all in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "py"))
+
+from doppler import __version__  # noqa: E402
+from tools.npm_cache import npm_package  # noqa: E402
+from tools.static_server import make_server  # noqa: E402
+from tools.wheel import package_files, write_wheel  # noqa: E402
+
+PYODIDE_VERSION = "314.0.7"
+PYODIDE_CORE = (
+    "pyodide.mjs",
+    "pyodide.asm.mjs",
+    "pyodide.asm.wasm",
+    "python_stdlib.zip",
+    "pyodide-lock.json",
+)
+CACHE = ROOT / ".cache"
+DIST = ROOT / "dist"
+
+
+def copy_tree(src: Path, dst: Path, pattern: str = "*") -> None:
+    """Copy matching files from ``src`` into ``dst`` (flat or nested), replacing old copies."""
+    for path in src.rglob(pattern):
+        if path.is_file():
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def bundle_shaders(target: Path) -> None:
+    """Bundle every WGSL file into one JSON (name → source): the worker fetches it once."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    sources = {path.name: path.read_text() for path in sorted((ROOT / "shaders").glob("*.wgsl"))}
+    (target / "bundle.json").write_text(json.dumps(sources))
+
+
+def build_wheels(dist: Path) -> list[str]:
+    """Write our wheel into ``dist/wheels`` and list the wheels the worker installs, in order."""
+    wheels = dist / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    ours = write_wheel(
+        wheels,
+        "doppler",
+        __version__,
+        package_files(ROOT / "py", "doppler"),
+        summary="DOPPLER browser runtime",
+    )
+    names = [ours.name]
+    (wheels / "index.json").write_text(json.dumps({"install": names}, indent=1))
+    return names
+
+
+def build(dist: Path = DIST) -> Path:
+    """Build the whole site into ``dist`` and return it."""
+    dist.mkdir(parents=True, exist_ok=True)
+    pyodide = npm_package("pyodide", PYODIDE_VERSION, CACHE / "npm")
+    (dist / "pyodide").mkdir(exist_ok=True)
+    for name in PYODIDE_CORE:
+        shutil.copy2(pyodide / name, dist / "pyodide" / name)
+    shutil.rmtree(dist / "app", ignore_errors=True)
+    copy_tree(ROOT / "app", dist / "app")
+    bundle_shaders(dist / "shaders")
+    copy_tree(ROOT / "static", dist)
+    build_wheels(dist)
+    (dist / "build-info.json").write_text(
+        json.dumps({"doppler": __version__, "pyodide": PYODIDE_VERSION}, indent=1)
+    )
+    return dist
+
+
+def serve(dist: Path, host: str, port: int) -> None:
+    server = make_server(dist, host, port)
+    print(f"DOPPLER is served at http://{host}:{server.server_address[1]}/", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("build", help="assemble dist/ (default)")
+    serve_cmd = sub.add_parser("serve", help="build, then serve dist/ on 127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    dist = build()
+    print(f"built {dist}", flush=True)
+    if args.command == "serve":
+        serve(dist, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""WebGPU access: device acquisition, shader sources, pipelines and dispatch."""

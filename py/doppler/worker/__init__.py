@@ -1,0 +1,1 @@
+"""The worker side of DOPPLER: the protocol dispatcher and its request handlers."""

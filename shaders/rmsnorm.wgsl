@@ -1,0 +1,41 @@
+// RMSNorm over rows: y[r, i] = x[r, i] / sqrt(mean_i(x[r, i]^2) + eps) * (w[i] + weight_offset)
+// One workgroup per row; threads stride over the row, then a tree reduction in workgroup
+// memory (or subgroup sums when the device has subgroups). weight_offset is 1 for models
+// whose checkpoints store (w - 1), e.g. Gemma.
+
+struct Params {
+  rows: u32,
+  n: u32,
+  eps: f32,
+  weight_offset: f32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+override WG: u32 = 256;
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x;
+  if (row >= params.rows) { return; }
+  let base = row * params.n;
+  var sum = 0.0;
+  for (var i = lid; i < params.n; i += WG) {
+    let v = x[base + i];
+    sum += v * v;
+  }
+  partial[lid] = sum;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+    workgroupBarrier();
+  }
+  let scale = inverseSqrt(partial[0] / f32(params.n) + params.eps);
+  for (var i = lid; i < params.n; i += WG) {
+    y[base + i] = x[base + i] * scale * (w[i] + params.weight_offset);
+  }
+}
