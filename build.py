@@ -10,6 +10,7 @@ and it needs no CDN at run time: the Pyodide core, our wheel and the shaders are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -18,10 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "py"))
 
-from doppler import __version__  # noqa: E402
 from tools.npm_cache import npm_package  # noqa: E402
 from tools.static_server import make_server  # noqa: E402
 from tools.wheel import package_files, write_wheel  # noqa: E402
+
+from doppler import __version__  # noqa: E402
 
 PYODIDE_VERSION = "314.0.7"
 PYODIDE_CORE = (
@@ -89,10 +91,8 @@ def build(dist: Path = DIST) -> Path:
 def serve(dist: Path, host: str, port: int) -> None:
     server = make_server(dist, host, port)
     print(f"DOPPLER is served at http://{host}:{server.server_address[1]}/", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 def main(argv: list[str] | None = None) -> None:

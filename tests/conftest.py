@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import build  # noqa: E402
+from tools.static_server import serving  # noqa: E402
+
 from harness.browser import chromium, open_app  # noqa: E402
 from harness.kernels import KernelHarness  # noqa: E402
-from tools.static_server import serving  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -58,9 +59,12 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 class RangeRequestHandler(SimpleHTTPRequestHandler):
     """Serves files from ``directory`` with Range support and no caching surprises."""
 
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **EXTRA_TYPES}
+    extensions_map: ClassVar[dict[str, str]] = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        **EXTRA_TYPES,
+    }
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         if os.environ.get("DOPPLER_SERVER_LOG"):
             super().log_message(format, *args)
 

@@ -39,8 +39,8 @@ def write_wheel(
     entries = dict(sorted(files.items()))
     entries[f"{info}/METADATA"] = ("\n".join(metadata) + "\n").encode()
     entries[f"{info}/WHEEL"] = (
-        "Wheel-Version: 1.0\nGenerator: doppler-build\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    ).encode()
+        b"Wheel-Version: 1.0\nGenerator: doppler-build\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     record = [f"{path},{_record_hash(data)},{len(data)}" for path, data in entries.items()]
     record.append(f"{info}/RECORD,,")
     entries[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()

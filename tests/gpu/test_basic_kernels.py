@@ -50,7 +50,13 @@ def run_matvec(kernels, weight, x, source=None, wg=128, grid_x=None):
 
 @pytest.mark.parametrize(
     ("rows", "n", "wg", "offset"),
-    [(1, 1, 256, 0.0), (3, 576, 256, 0.0), (2, 640, 64, 1.0), (5, 1000, 256, 0.0), (1, 4097, 128, 0.0)],
+    [
+        (1, 1, 256, 0.0),
+        (3, 576, 256, 0.0),
+        (2, 640, 64, 1.0),
+        (5, 1000, 256, 0.0),
+        (1, 4097, 128, 0.0),
+    ],
 )
 def test_rmsnorm_matches_numpy(kernels, rows, n, wg, offset):
     x = RNG.standard_normal((rows, n)).astype(np.float32)
@@ -61,8 +67,14 @@ def test_rmsnorm_matches_numpy(kernels, rows, n, wg, offset):
 
 @pytest.mark.parametrize(
     ("rows", "cols", "wg", "grid_x"),
-    [(1, 1, 128, None), (7, 33, 128, None), (576, 576, 128, None), (1536, 576, 64, None),
-     (300, 1001, 256, None), (129, 257, 128, 50)],
+    [
+        (1, 1, 128, None),
+        (7, 33, 128, None),
+        (576, 576, 128, None),
+        (1536, 576, 64, None),
+        (300, 1001, 256, None),
+        (129, 257, 128, 50),
+    ],
 )
 def test_matvec_f32_matches_numpy(kernels, rows, cols, wg, grid_x):
     weight = RNG.standard_normal((rows, cols)).astype(np.float32)
@@ -92,9 +104,17 @@ PLANTED_BUGS = {
         "for (var i = lid; i < params.n; i += WG) {\n    y[",
         "for (var i = lid; i + 1u < params.n; i += WG) {\n    y[",
     ),
-    "rmsnorm wrong stride": ("rmsnorm.wgsl", "let base = row * params.n;", "let base = row * (params.n - 1u);"),
+    "rmsnorm wrong stride": (
+        "rmsnorm.wgsl",
+        "let base = row * params.n;",
+        "let base = row * (params.n - 1u);",
+    ),
     "matvec off-by-one bound": ("matvec.wgsl", "k < params.cols;", "k + 1u < params.cols;"),
-    "matvec wrong stride": ("matvec.wgsl", "let base = row * params.cols;", "let base = row * (params.cols + 1u);"),
+    "matvec wrong stride": (
+        "matvec.wgsl",
+        "let base = row * params.cols;",
+        "let base = row * (params.cols + 1u);",
+    ),
 }
 
 

@@ -63,9 +63,14 @@ class Gpu:
 
 
 async def acquire(overrides: Overrides) -> Gpu:
-    """Request an adapter and a device, or raise :class:`GpuUnavailable` saying which step failed."""
+    """Request an adapter and a device; :class:`GpuUnavailable` says which step failed."""
     gpu_api = getattr(js.navigator, "gpu", None)
-    if gpu_api is None:
+    if is_nullish(gpu_api):
+        if not js.isSecureContext:
+            raise GpuUnavailable(
+                "WebGPU needs a secure context: serve this page over HTTPS or from localhost.",
+                "no_webgpu",
+            )
         raise GpuUnavailable(
             "This browser has no WebGPU (navigator.gpu is missing). Use a recent Chrome, Edge "
             "or another browser with WebGPU enabled.",
@@ -95,7 +100,11 @@ async def acquire(overrides: Overrides) -> Gpu:
         )
     except Exception as err:
         raise GpuUnavailable(f"WebGPU device request failed: {err}", "device_failed") from err
+    # A device never has less than the spec's default limits, so an override below the
+    # default caps what DOPPLER plans with (binding splits) rather than the device itself.
     limits = {name: int(getattr(device.limits, name)) for name in REPORTED_LIMITS}
+    for name, value in overrides.limits.items():
+        limits[name] = min(limits[name], value)
     info = adapter.info
     return Gpu(
         device=device,

@@ -76,7 +76,9 @@ async def run_kernel(gpu: Gpu, pipelines: PipelineCache, payload: dict[str, Any]
     bind_group = device.createBindGroup(
         js_object({"layout": pipeline.getBindGroupLayout(0), "entries": entries})
     )
-    outputs = [(spec, buf) for spec, buf in zip(specs, buffers, strict=True) if spec.kind == "write"]
+    outputs = [
+        (spec, buf) for spec, buf in zip(specs, buffers, strict=True) if spec.kind == "write"
+    ]
     readbacks = []
     encoder = device.createCommandEncoder()
     compute_pass = encoder.beginComputePass()
