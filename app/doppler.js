@@ -50,6 +50,40 @@ export class Doppler {
     return structuredClone(this.bootStatus);
   }
 
+  // Load an RDRR model from its root manifest URL. options: {onProgress(event),
+  // contextLength, signal}. Resolves with what was loaded ({modelId, name, arch, ...}).
+  async load(manifestUrl, { onProgress, contextLength, signal } = {}) {
+    const url = new URL(manifestUrl, globalThis.location?.href).href;
+    return this.client.request('load', { url, contextLength }, {
+      signal, onEvent: (event) => onProgress?.(event),
+    });
+  }
+
+  // Generate from a prompt (a string, or {tokenIds: [...]}). Returns an async iterator of
+  // {type: 'delta', text, tokenIds} events, then one {type: 'done', text, tokenIds,
+  // finishReason, stats}. options: maxTokens, temperature (0 = greedy), topK, topP, seed,
+  // stop (strings), signal.
+  generate(prompt, { signal, ...options } = {}) {
+    const input = typeof prompt === 'string' ? { text: prompt } : prompt;
+    return this.client.stream('generate', { ...input, options }, { signal });
+  }
+
+  // Like generate, for a list of {role, content} messages rendered with the model's template.
+  chat(messages, { signal, ...options } = {}) {
+    return this.client.stream('generate', { messages, options }, { signal });
+  }
+
+  // Per-token log-probabilities and perplexity of a text (or {tokenIds}); {topK} adds the
+  // top-k logits per position.
+  score(input, { signal, topK = 0 } = {}) {
+    const payload = typeof input === 'string' ? { text: input } : input;
+    return this.client.request('score', { ...payload, topK }, { signal });
+  }
+
+  unload() {
+    return this.client.request('unload', {});
+  }
+
   // Test harness: run one WGSL kernel on the given buffers; returns {outputs: [ArrayBuffer]}.
   runKernel(spec, options = {}) {
     return this.client.request('debug.runKernel', spec, options);

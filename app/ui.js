@@ -50,6 +50,102 @@ function showStatus(status) {
   $('load-button').disabled = false;
 }
 
+// The model to load first: ?model=URL, else the site's embedded default model (if present).
+const DEFAULT_MODEL = 'models/smollm2-135m-instruct/manifest.json';
+
+async function defaultModelURL() {
+  const asked = new URLSearchParams(location.search).get('model');
+  if (asked) return asked;
+  const response = await fetch(DEFAULT_MODEL, { method: 'HEAD' }).catch(() => null);
+  return response?.ok ? DEFAULT_MODEL : null;
+}
+
+function formatRate(bytesPerSecond) {
+  return `${(bytesPerSecond / 2 ** 20).toFixed(1)} MiB/s`;
+}
+
+async function loadModel(doppler, url) {
+  const progress = $('load-progress');
+  progress.hidden = false;
+  progress.value = 0;
+  $('model-state').textContent = `Loading ${url}…`;
+  $('load-button').disabled = true;
+  try {
+    const info = await doppler.load(url, {
+      onProgress: (e) => {
+        progress.value = e.totalBytes ? e.loadedBytes / e.totalBytes : 0;
+        const eta = e.bytesPerSecond ? (e.totalBytes - e.loadedBytes) / e.bytesPerSecond : 0;
+        $('model-state').textContent = `Loading: ${formatBytes(e.loadedBytes)} of `
+          + `${formatBytes(e.totalBytes)}, shard ${e.shards}/${e.totalShards} from ${e.source}, `
+          + `${formatRate(e.bytesPerSecond)}, ${eta.toFixed(0)} s left`;
+      },
+    });
+    $('model-state').textContent = `${info.name} (${info.arch}, ${(info.params / 1e6).toFixed(0)}M `
+      + `parameters, context ${info.contextLength}) is ready.`;
+    $('prompt').disabled = false;
+    $('send-button').disabled = !info.hasTokenizer;
+    window.dopplerModel = info;
+  } catch (error) {
+    $('model-state').textContent = 'No model loaded.';
+    showMessage(`Could not load ${url}: ${error.message} (${error.code})`);
+  } finally {
+    progress.hidden = true;
+    $('load-button').disabled = false;
+  }
+}
+
+function addTurn(role, text) {
+  const turn = document.createElement('div');
+  turn.className = 'turn';
+  turn.dataset.role = role;
+  turn.textContent = text;
+  $('transcript').append(turn);
+  return turn;
+}
+
+function setupChat(doppler) {
+  const messages = [];
+  let controller = null;
+  $('chat-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const text = $('prompt').value.trim();
+    if (!text || controller) return;
+    $('prompt').value = '';
+    messages.push({ role: 'user', content: text });
+    addTurn('user', text);
+    const turn = addTurn('assistant', '');
+    controller = new AbortController();
+    $('send-button').disabled = true;
+    $('stop-button').disabled = false;
+    let reply = '';
+    try {
+      for await (const e of doppler.chat(messages, {
+        signal: controller.signal,
+        temperature: Number($('temperature').value),
+        topK: Number($('top-k').value),
+        topP: Number($('top-p').value),
+        maxTokens: Number($('max-tokens').value),
+      })) {
+        if (e.type === 'delta') { reply += e.text; turn.textContent = reply; }
+        if (e.type === 'done') {
+          const s = e.stats;
+          $('reply-stats').textContent = `${s.generatedTokens} tokens, `
+            + `${s.decodeTokPerS.toFixed(1)} tok/s decode, ${s.prefillTokPerS.toFixed(1)} tok/s `
+            + `prefill, first token after ${s.ttftMs.toFixed(0)} ms (${e.finishReason})`;
+        }
+      }
+    } catch (error) {
+      if (error.code !== 'aborted') showMessage(`Generation failed: ${error.message}`);
+    } finally {
+      messages.push({ role: 'assistant', content: reply });
+      controller = null;
+      $('send-button').disabled = false;
+      $('stop-button').disabled = true;
+    }
+  });
+  $('stop-button').addEventListener('click', () => controller?.abort());
+}
+
 async function main() {
   const options = Object.fromEntries(new URLSearchParams(location.search));
   try {
@@ -59,6 +155,17 @@ async function main() {
     });
     window.doppler = doppler;
     showStatus(doppler.status());
+    if (!doppler.status().gpu) return;
+    setupChat(doppler);
+    $('load-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      loadModel(doppler, $('manifest-url').value);
+    });
+    const url = await defaultModelURL();
+    if (url) {
+      $('manifest-url').value = url;
+      loadModel(doppler, url);
+    }
   } catch (error) {
     const what = error.code === 'pyodide_failed' ? 'Pyodide (the in-browser Python) failed to load.'
       : 'DOPPLER could not start.';

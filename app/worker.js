@@ -1,6 +1,8 @@
 // Worker bootstrap: load Pyodide from this site, install our wheels, hand over to Python.
 // Everything after boot goes through doppler.worker (Python), which owns the protocol.
 
+import { PlanRunner } from './plan.js';
+
 const siteBase = new URL('../', import.meta.url).href;
 let worker = null;        // the Python Worker object once booted
 const early = [];         // requests that arrived before boot finished
@@ -30,6 +32,7 @@ async function boot(options) {
   postMessage({ type: 'boot', stage: 'pyodide', ms: performance.now() - t0 });
   try {
     await installWheels(pyodide);
+    pyodide.registerJsModule('doppler_js', { PlanRunner });
     const main = pyodide.pyimport('doppler.worker.main');
     worker = await main.boot(options.gpu ?? {}, siteBase);
     const status = worker.status().toJs({ dict_converter: Object.fromEntries });

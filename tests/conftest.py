@@ -20,9 +20,10 @@ from harness.kernels import KernelHarness  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def site_dir() -> Path:
-    """The static site, built once per test session."""
-    return build.build()
+def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The static site, built once per test session into its own folder (no default model,
+    whatever a developer's dist/ holds)."""
+    return build.build(tmp_path_factory.mktemp("site"))
 
 
 @pytest.fixture(scope="session")

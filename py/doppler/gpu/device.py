@@ -61,6 +61,12 @@ class Gpu:
     def has(self, feature: str) -> bool:
         return feature in self.features
 
+    @property
+    def default_budget(self) -> int:
+        """GPU bytes DOPPLER may use when the caller sets no budget: the largest buffer
+        size times four, a conservative stand-in for memory the browser does not report."""
+        return 4 * self.limits["maxBufferSize"]
+
 
 async def acquire(overrides: Overrides) -> Gpu:
     """Request an adapter and a device; :class:`GpuUnavailable` says which step failed."""

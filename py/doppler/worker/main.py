@@ -17,7 +17,7 @@ from doppler.errors import DopplerError, GpuUnavailable
 from doppler.gpu.device import Gpu, Overrides, acquire
 from doppler.gpu.shaders import PipelineCache, ShaderLibrary
 from doppler.jsffi import js, js_object, to_py
-from doppler.worker import debug_handlers
+from doppler.worker import debug_handlers, model_handlers
 from doppler.worker.protocol import Dispatcher, Emit
 
 
@@ -57,7 +57,11 @@ class Worker:
         async def status(_payload: Any, _emit: Emit) -> dict[str, Any]:
             return self.status()
 
-        return {"status": status, **debug_handlers.handlers(self)}
+        return {
+            "status": status,
+            **model_handlers.handlers(self),
+            **debug_handlers.handlers(self),
+        }
 
 
 async def boot(options: Any, base_url: str) -> Worker:

@@ -1,0 +1,1 @@
+"""Models on the GPU: weights, the per-architecture forward plans, KV cache, generation."""

@@ -1,0 +1,233 @@
+"""One function per kernel family: add a dispatch of it to a plan, with its Params packed.
+
+Each function mirrors the ``struct Params`` at the top of its WGSL file (field order and
+types), so this module and ``shaders/`` are the only two places a kernel's interface lives.
+Dispatches that depend on the step (a position, a length) take a function of the
+:class:`StepState` instead of fixed bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from doppler.format.layouts import get_layout
+from doppler.gpu.plan import Binding, Plan
+from doppler.gpu.shaders import PipelineKey
+from doppler.jsffi import JsProxy
+from doppler.model.weights import Weight
+
+MAX_GRID = 65535
+
+
+@dataclass
+class StepState:
+    """What changes between forward passes: where the tokens go and how many there are."""
+
+    position: int = 0  # position of the first token of this pass
+    n_tokens: int = 1
+
+
+def pack(fmt: str, *values: float) -> bytes:
+    data = struct.pack("<" + fmt, *values)
+    return data + b"\0" * (-len(data) % 16)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def grid(groups: int) -> tuple[int, int]:
+    """Split a 1-D workgroup count over x and y (WebGPU caps each at 65535)."""
+    x = min(groups, MAX_GRID)
+    return x, -(-groups // x)
+
+
+def layout_flag(layout: str) -> str:
+    return "LAYOUT_" + layout.upper()
+
+
+def layout_words(layout: str, row_len: int) -> tuple[int, int, int]:
+    """(row_words, plane1, plane2): a row's stride and its 2nd/3rd plane offsets in words."""
+    lay = get_layout(layout)
+    offsets = [*list(lay.plane_offsets((row_len,)).values())[1:], 0, 0]
+    return lay.row_bytes(row_len) // 4, offsets[0] // 4, offsets[1] // 4
+
+
+def chunk(layout: str) -> int:
+    return {"f32": 4, "f16": 8, "bf16": 8}.get(layout, 32)
+
+
+def embed(
+    plan: Plan, table: Weight, ids: JsProxy, out: JsProxy, scale: float, n_tokens: int
+) -> None:
+    """Gather ``n_tokens`` rows of ``table`` for ids starting at the step's position."""
+    (part,) = table.parts  # TODO(split bindings): gather across parts for huge vocabularies
+    hidden = table.row_len
+    row_words, plane1, plane2 = layout_words(table.layout, hidden)
+    key = PipelineKey("embed", flags=frozenset({layout_flag(table.layout)}))
+    wg = 64
+    groups = -(-ceil_div(hidden, chunk(table.layout)) // wg)
+
+    def params(state: StepState | None) -> bytes:
+        position = state.position if state else 0
+        return pack(
+            "IIIfIIII", n_tokens, hidden, table.rows, scale, row_words, plane1, plane2, position
+        )
+
+    plan.add(
+        key, [Binding(0, part.buffer), Binding(1, ids), Binding(2, out)], params, (groups, n_tokens)
+    )
+
+
+def rmsnorm(
+    plan: Plan, x: JsProxy, weight: Weight, y: JsProxy, rows: int, eps: float, offset: float
+) -> None:
+    (part,) = weight.parts
+    plan.add(
+        PipelineKey("rmsnorm"),
+        [Binding(0, x), Binding(1, part.buffer), Binding(2, y)],
+        pack("IIff", rows, weight.row_len, eps, offset),
+        (rows,),
+    )
+
+
+def rope(
+    plan: Plan,
+    positions: JsProxy,
+    inv_freq: JsProxy,
+    q: JsProxy,
+    k: JsProxy,
+    shape: tuple[int, int, int, int, int],
+    interleaved: bool,
+) -> None:
+    """``shape`` = (n_tokens, n_heads, n_kv_heads, head_dim, rot_dim)."""
+    n_tokens, n_heads, n_kv_heads, _head_dim, rot_dim = shape
+    wg = 64
+    groups = -(-((n_heads + n_kv_heads) * rot_dim // 2) // wg)
+    plan.add(
+        PipelineKey("rope"),
+        [Binding(0, positions), Binding(1, inv_freq), Binding(2, q), Binding(3, k)],
+        pack("IIIIIIII", *shape, int(interleaved), 0, 0),
+        (groups, n_tokens),
+    )
+
+
+ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}
+
+
+def gated(plan: Plan, gate: JsProxy, up: JsProxy, out: JsProxy, n: int, activation: str) -> None:
+    gx, gy = grid(-(-n // 256))
+    plan.add(
+        PipelineKey("activation", entry="gated"),
+        [Binding(0, gate), Binding(1, up), Binding(2, out)],
+        pack("IIII", n, n, ACTIVATIONS[activation], gx),
+        (gx, gy),
+    )
+
+
+def add(plan: Plan, x: JsProxy, y: JsProxy, n: int, period: int | None = None) -> None:
+    """``y += x`` (a residual), or a bias of length ``period`` broadcast over rows of ``y``."""
+    gx, gy = grid(-(-n // 256))
+    plan.add(
+        PipelineKey("activation", entry="add"),
+        [Binding(0, x), Binding(1, y)],
+        pack("IIII", n, period or n, 0, gx),
+        (gx, gy),
+    )
+
+
+def matvec(plan: Plan, weight: Weight, x: JsProxy, y: JsProxy, n_tokens: int) -> None:
+    """``y = W x`` for one token (or ``matmat`` for several), one dispatch per weight part."""
+    row_words, plane1, plane2 = layout_words(weight.layout, weight.row_len)
+    entry = "matvec" if n_tokens == 1 else "matmat"
+    key = PipelineKey("matvec_quant", entry=entry, flags=frozenset({layout_flag(weight.layout)}))
+    for part in weight.parts:
+        gx, gy = grid(part.rows)
+        params = pack(
+            "IIIIIIIIIIII",
+            part.rows,
+            weight.row_len,
+            gx,
+            part.row0,
+            row_words,
+            plane1,
+            plane2,
+            n_tokens,
+            weight.rows,
+            0,
+            0,
+            0,
+        )
+        groups = (gx, gy) if n_tokens == 1 else (gx, gy, ceil_div(n_tokens, 4))
+        plan.add(key, [Binding(0, part.buffer), Binding(1, x), Binding(2, y)], params, groups)
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    n_tokens: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    max_ctx: int
+    window: int
+    scale: float
+    softcap: float
+
+    def params(self) -> bytes:
+        return pack(
+            "IIIIIIff",
+            self.n_tokens,
+            self.n_heads,
+            self.n_kv_heads,
+            self.head_dim,
+            self.max_ctx,
+            self.window,
+            self.scale,
+            self.softcap,
+        )
+
+
+def kv_write(
+    plan: Plan,
+    k: JsProxy,
+    v: JsProxy,
+    positions: JsProxy,
+    caches: tuple[JsProxy, JsProxy],
+    shape: AttentionShape,
+) -> None:
+    groups = ceil_div(shape.n_kv_heads * shape.head_dim, 64)
+    plan.add(
+        PipelineKey("attention", entry="kv_write"),
+        [
+            Binding(0, k),
+            Binding(1, v),
+            Binding(2, positions),
+            Binding(3, caches[0]),
+            Binding(4, caches[1]),
+        ],
+        shape.params(),
+        (groups, shape.n_tokens),
+    )
+
+
+def attention(
+    plan: Plan,
+    q: JsProxy,
+    caches: tuple[JsProxy, JsProxy],
+    positions: JsProxy,
+    out: JsProxy,
+    shape: AttentionShape,
+) -> None:
+    plan.add(
+        PipelineKey("attention"),
+        [
+            Binding(0, q),
+            Binding(1, caches[0]),
+            Binding(2, caches[1]),
+            Binding(3, positions),
+            Binding(4, out),
+        ],
+        shape.params(),
+        (shape.n_heads, shape.n_tokens),
+    )

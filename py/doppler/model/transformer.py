@@ -1,0 +1,274 @@
+"""The dense decoder-only transformer (Llama, Qwen2, Gemma 3) as one prepared GPU plan.
+
+The architecture config says everything that differs between these families (q/k/v bias,
+q/k norms, post-norms, norm weight offset, activation, sliding layers with their own RoPE
+base, embedding scale, soft-capping, tied embeddings), so one builder serves them; MoE
+feed-forward blocks plug in where :func:`_ffn` is. The plan runs one token per pass; the
+place for a per-layer LoRA delta is after each projection in :func:`_project`.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from doppler.errors import DopplerError
+from doppler.format.config import ArchConfig
+from doppler.gpu.budget import GpuBudget
+from doppler.gpu.device import Gpu
+from doppler.gpu.plan import Plan
+from doppler.gpu.shaders import PipelineCache
+from doppler.jsffi import JsProxy, js, js_object
+from doppler.model import ops
+from doppler.model.loader import LoadedModel
+from doppler.model.rope import inv_freq
+from doppler.model.weights import Weight
+
+DENSE_ARCHS = ("llama", "qwen2", "gemma3")
+
+
+class UnsupportedModel(DopplerError):
+    code = "unsupported_architecture"
+
+
+@dataclass
+class Buffers:
+    """Activations for one token (f32) and the per-step inputs the kernels read."""
+
+    x: JsProxy
+    xn: JsProxy
+    q: JsProxy
+    k: JsProxy
+    v: JsProxy
+    qn: JsProxy
+    kn: JsProxy
+    attn: JsProxy
+    tmp: JsProxy
+    tmp2: JsProxy
+    gate: JsProxy
+    up: JsProxy
+    act: JsProxy
+    logits: JsProxy
+    readback: JsProxy
+    ids: JsProxy
+    positions: JsProxy
+    kv: list[tuple[JsProxy, JsProxy]] = field(default_factory=list)
+    inv_freq: dict[str, JsProxy] = field(default_factory=dict)
+
+
+@dataclass
+class DenseModel:
+    config: ArchConfig
+    context_length: int
+    gpu: Gpu
+    budget: GpuBudget
+    plan: Plan
+    buffers: Buffers
+    weights: dict[str, Weight]
+
+    async def prefill(self, ids: list[int], all_logits: bool = False) -> Any:
+        """Run the prompt; returns the last position's logits (or every position's)."""
+        rows = []
+        for position, token in enumerate(ids):
+            last = position == len(ids) - 1
+            row = await self._forward(token, position, read=all_logits or last)
+            if all_logits:
+                rows.append(row)
+        return rows if all_logits else row
+
+    async def decode_one(self, token: int, position: int) -> list[float]:
+        return await self._forward(token, position, read=True)
+
+    async def _forward(self, token: int, position: int, read: bool) -> list[float] | None:
+        device = self.gpu.device
+        queue = device.queue
+        queue.writeBuffer(self.buffers.ids, position * 4, _u32(token))
+        queue.writeBuffer(self.buffers.positions, 0, _u32(position))
+        encoder = device.createCommandEncoder()
+        self.plan.encode(encoder, device, ops.StepState(position, 1))
+        vocab_bytes = self.config.vocab_size * 4
+        if read:
+            encoder.copyBufferToBuffer(
+                self.buffers.logits, 0, self.buffers.readback, 0, vocab_bytes
+            )
+        queue.submit(js_object([encoder.finish()]))
+        if not read:
+            return None
+        readback = self.buffers.readback
+        await readback.mapAsync(js.GPUMapMode.READ, 0, vocab_bytes)
+        row = js.Float32Array.new(readback.getMappedRange(0, vocab_bytes)).to_py().tolist()
+        readback.unmap()
+        cap = self.config.final_softcap
+        return [cap * math.tanh(v / cap) for v in row] if cap else row
+
+    def destroy(self) -> None:
+        """Free everything this model holds on the GPU (weights, KV cache, scratch)."""
+        self.budget.destroy_remaining()
+
+
+def _u32(value: int) -> JsProxy:
+    return js.Uint8Array.new(js_object(struct.pack("<I", value)))
+
+
+async def build_model(
+    loaded: LoadedModel,
+    gpu: Gpu,
+    budget: GpuBudget,
+    pipelines: PipelineCache,
+    context_length: int | None,
+) -> DenseModel:
+    cfg = loaded.manifest.config
+    if cfg.arch not in DENSE_ARCHS or cfg.moe is not None or cfg.mla is not None:
+        raise UnsupportedModel(
+            f"architecture {cfg.arch!r} does not run yet (runs: {', '.join(DENSE_ARCHS)})"
+        )
+    ctx = int(context_length or min(cfg.max_position, 4096))
+    if not 1 <= ctx <= cfg.max_position:
+        raise DopplerError(
+            f"contextLength {ctx} is outside 1..{cfg.max_position} for this model", "bad_request"
+        )
+    buffers = _allocate(cfg, ctx, budget)
+    plan = Plan(loaded.manifest.name)
+    _build(plan, cfg, loaded.weights, buffers, ctx)
+    await plan.finish(pipelines, budget, ops.StepState())
+    return DenseModel(cfg, ctx, gpu, budget, plan, buffers, loaded.weights)
+
+
+def _allocate(cfg: ArchConfig, ctx: int, budget: GpuBudget) -> Buffers:
+    usage = js.GPUBufferUsage
+    storage = usage.STORAGE | usage.COPY_DST | usage.COPY_SRC
+
+    def f32(count: int, label: str, kind: str = "scratch") -> JsProxy:
+        return budget.create_buffer(count * 4, storage, kind, label)
+
+    h, d = cfg.hidden_size, cfg.head_dim
+    q_size, kv_size = cfg.num_heads * d, cfg.num_kv_heads * d
+    ff = cfg.intermediate_size
+    buffers = Buffers(
+        x=f32(h, "x"),
+        xn=f32(h, "xn"),
+        q=f32(q_size, "q"),
+        k=f32(kv_size, "k"),
+        v=f32(kv_size, "v"),
+        qn=f32(q_size, "qn"),
+        kn=f32(kv_size, "kn"),
+        attn=f32(q_size, "attn"),
+        tmp=f32(h, "tmp"),
+        tmp2=f32(h, "tmp2"),
+        gate=f32(ff, "gate"),
+        up=f32(ff, "up"),
+        act=f32(ff, "act"),
+        logits=f32(cfg.vocab_size, "logits"),
+        readback=budget.create_buffer(
+            cfg.vocab_size * 4, usage.MAP_READ | usage.COPY_DST, "scratch", "logits readback"
+        ),
+        ids=f32(ctx, "token ids"),
+        positions=f32(1, "positions"),
+    )
+    for layer in range(cfg.num_layers):
+        buffers.kv.append(
+            (
+                f32(kv_size * ctx, f"k cache {layer}", "kv"),
+                f32(kv_size * ctx, f"v cache {layer}", "kv"),
+            )
+        )
+    for kind, theta, scaling in _rope_bases(cfg):
+        values = inv_freq(cfg.rope.dim, theta, scaling)
+        buffer = f32(len(values), f"inv_freq {kind}")
+        budget.device.queue.writeBuffer(buffer, 0, js.Float32Array.new(js_object(values)))
+        buffers.inv_freq[kind] = buffer
+    return buffers
+
+
+def _rope_bases(cfg: ArchConfig) -> list[tuple[str, float, dict[str, Any] | None]]:
+    scaling = cfg.rope.scaling
+    hf_scaling = None
+    if scaling is not None:
+        if scaling.type not in ("linear", "llama3"):
+            raise UnsupportedModel(f"rope scaling {scaling.type!r} does not run yet")
+        hf_scaling = {
+            "rope_type": scaling.type,
+            "factor": scaling.factor,
+            "low_freq_factor": scaling.low_freq_factor,
+            "high_freq_factor": scaling.high_freq_factor,
+            "original_max_position_embeddings": scaling.original_max_position,
+        }
+    bases = [("full", cfg.rope.theta, hf_scaling)]
+    if "sliding" in cfg.layer_types:
+        bases.append(("sliding", cfg.rope.local_theta or cfg.rope.theta, None))
+    return bases
+
+
+def _build(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], b: Buffers, ctx: int) -> None:
+    eps, offset = cfg.norm.eps, cfg.norm.weight_offset
+    ops.embed(plan, w["embed.weight"], b.ids, b.x, cfg.embedding_scale, 1)
+    for layer in range(cfg.num_layers):
+        p = f"layers.{layer}."
+        ops.rmsnorm(plan, b.x, w[p + "attn_norm.weight"], b.xn, 1, eps, offset)
+        _attention(plan, cfg, w, b, layer, ctx)
+        _residual(plan, cfg, w, b, p + "post_attn_norm.weight")
+        ops.rmsnorm(plan, b.x, w[p + "ffn_norm.weight"], b.xn, 1, eps, offset)
+        _ffn(plan, cfg, w, b, p + "ffn.")
+        _residual(plan, cfg, w, b, p + "post_ffn_norm.weight")
+    ops.rmsnorm(plan, b.x, w["output_norm.weight"], b.xn, 1, eps, offset)
+    head = w["embed.weight"] if cfg.tie_embeddings else w["lm_head.weight"]
+    ops.matvec(plan, head, b.xn, b.logits, 1)
+
+
+def _residual(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], b: Buffers, norm: str) -> None:
+    """x += block output (through the post-norm where the model has one, e.g. Gemma)."""
+    h = cfg.hidden_size
+    if cfg.norm.post_norms:
+        ops.rmsnorm(plan, b.tmp, w[norm], b.tmp2, 1, cfg.norm.eps, cfg.norm.weight_offset)
+        ops.add(plan, b.tmp2, b.x, h)
+    else:
+        ops.add(plan, b.tmp, b.x, h)
+
+
+def _project(plan: Plan, w: dict[str, Weight], name: str, x: JsProxy, y: JsProxy) -> None:
+    ops.matvec(plan, w[name + ".weight"], x, y, 1)
+    bias = w.get(name + ".bias")
+    if bias is not None:
+        ops.add(plan, bias.parts[0].buffer, y, bias.row_len)
+
+
+def _attention(
+    plan: Plan, cfg: ArchConfig, w: dict[str, Weight], b: Buffers, layer: int, ctx: int
+) -> None:
+    p = f"layers.{layer}.attn."
+    d = cfg.head_dim
+    _project(plan, w, p + "q", b.xn, b.q)
+    _project(plan, w, p + "k", b.xn, b.k)
+    _project(plan, w, p + "v", b.xn, b.v)
+    q, k = b.q, b.k
+    if cfg.qk_norm == "head":
+        eps, offset = cfg.norm.eps, cfg.norm.weight_offset
+        ops.rmsnorm(plan, b.q, w[p + "q_norm.weight"], b.qn, cfg.num_heads, eps, offset)
+        ops.rmsnorm(plan, b.k, w[p + "k_norm.weight"], b.kn, cfg.num_kv_heads, eps, offset)
+        q, k = b.qn, b.kn
+    sliding = cfg.layer_types[layer] == "sliding"
+    freqs = b.inv_freq["sliding" if sliding else "full"]
+    rope_shape = (1, cfg.num_heads, cfg.num_kv_heads, d, cfg.rope.dim)
+    ops.rope(plan, b.positions, freqs, q, k, rope_shape, cfg.rope.style == "interleaved")
+    shape = ops.AttentionShape(
+        n_tokens=1,
+        n_heads=cfg.num_heads,
+        n_kv_heads=cfg.num_kv_heads,
+        head_dim=d,
+        max_ctx=ctx,
+        window=cfg.sliding_window if sliding and cfg.sliding_window else 0,
+        scale=cfg.attn_scale,
+        softcap=cfg.attn_softcap or 0.0,
+    )
+    ops.kv_write(plan, k, b.v, b.positions, b.kv[layer], shape)
+    ops.attention(plan, q, b.kv[layer], b.positions, b.attn, shape)
+    _project(plan, w, p + "o", b.attn, b.tmp)
+
+
+def _ffn(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], b: Buffers, p: str) -> None:
+    ops.matvec(plan, w[p + "gate.weight"], b.xn, b.gate, 1)
+    ops.matvec(plan, w[p + "up.weight"], b.xn, b.up, 1)
+    ops.gated(plan, b.gate, b.up, b.act, cfg.intermediate_size, cfg.activation)
+    ops.matvec(plan, w[p + "down.weight"], b.act, b.tmp, 1)

@@ -1,0 +1,78 @@
+"""Request handlers for the model API: ``load``, ``generate`` (also chat), ``score``, ``unload``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from doppler.errors import BadRequest, DopplerError
+from doppler.gpu.budget import GpuBudget
+from doppler.model.loader import load_model
+from doppler.model.session import Session
+from doppler.model.transformer import build_model
+from doppler.tokenizer import Tokenizer
+from doppler.worker.protocol import Emit
+
+if TYPE_CHECKING:
+    from doppler.worker.main import Worker
+
+
+class NoModel(DopplerError):
+    code = "no_model"
+
+
+def handlers(worker: Worker) -> dict[str, Any]:
+    state: dict[str, Any] = {"session": None, "budget": None, "info": None}
+
+    def release() -> None:
+        budget = state["budget"]
+        session = state["session"]
+        if session is not None:
+            session.model.destroy()
+        if budget is not None:
+            budget.destroy_remaining()
+        state.update(session=None, budget=None, info=None)
+
+    def session() -> Session:
+        if state["session"] is None:
+            raise NoModel("no model is loaded: call load(manifestUrl) first")
+        return state["session"]
+
+    async def load(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        if not isinstance(payload, dict) or not isinstance(payload.get("url"), str):
+            raise BadRequest("load needs {url}")
+        gpu, pipelines = worker.require_gpu()
+        release()
+        budget = GpuBudget(gpu.device, int(payload.get("gpuBudgetBytes") or gpu.default_budget))
+        state["budget"] = budget
+        try:
+            loaded = await load_model(payload["url"], gpu, budget, emit)
+            model = await build_model(loaded, gpu, budget, pipelines, payload.get("contextLength"))
+        except BaseException:
+            release()
+            raise
+        tokenizer = Tokenizer.from_spec(loaded.tokenizer_spec) if loaded.tokenizer_spec else None
+        state["session"] = Session(model, tokenizer)
+        config = loaded.manifest.config
+        state["info"] = {
+            "modelId": loaded.model_id,
+            "name": loaded.manifest.name,
+            "arch": config.arch,
+            "params": loaded.manifest.param_count,
+            "contextLength": model.context_length,
+            "hasTokenizer": tokenizer is not None,
+            "gpuBytes": dict(budget.used),
+        }
+        return state["info"]
+
+    async def generate(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return await session().generate(payload or {}, emit)
+
+    async def score(payload: dict[str, Any], _emit: Emit) -> dict[str, Any]:
+        return await session().score(payload or {})
+
+    async def unload(_payload: Any, _emit: Emit) -> dict[str, bool]:
+        had = state["session"] is not None
+        release()
+        return {"unloaded": had}
+
+    return {"load": load, "generate": generate, "score": score, "unload": unload}

