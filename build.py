@@ -16,12 +16,14 @@ import contextlib
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "py"))
 
+from tools.markupsafe_wheel import build_pure_markupsafe_wheel  # noqa: E402
 from tools.npm_cache import npm_package  # noqa: E402
 from tools.static_server import make_server  # noqa: E402
 from tools.wheel import package_files, write_wheel  # noqa: E402
@@ -29,6 +31,8 @@ from tools.wheel import package_files, write_wheel  # noqa: E402
 from doppler import __version__  # noqa: E402
 
 PYODIDE_VERSION = "314.0.7"
+JINJA2_VERSION = "3.1.6"
+MARKUPSAFE_VERSION = "3.0.3"
 PYODIDE_CORE = (
     "pyodide.mjs",
     "pyodide.asm.mjs",
@@ -58,10 +62,38 @@ def bundle_shaders(target: Path) -> None:
     (target / "bundle.json").write_text(json.dumps(sources))
 
 
+def pypi_wheel(name: str, version: str, target: Path) -> Path:
+    """A pure wheel from PyPI, downloaded once into the cache and copied to ``target``."""
+    cache = CACHE / "wheels"
+    found = sorted(cache.glob(f"{name.replace('-', '_')}-{version}-py3-none-any.whl"))
+    if not found:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                f"{name}=={version}",
+                "-d",
+                str(cache),
+            ],
+            check=True,
+        )
+        found = sorted(cache.glob(f"{name.replace('-', '_')}-{version}-py3-none-any.whl"))
+    return Path(shutil.copy2(found[0], target))
+
+
 def build_wheels(dist: Path) -> list[str]:
-    """Write our wheel into ``dist/wheels`` and list the wheels the worker installs, in order."""
+    """Write the wheels the worker installs, in order, into ``dist/wheels``: MarkupSafe (pure,
+    built from its sdist) and jinja2 for chat templates, then ours."""
     wheels = dist / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir(parents=True)
+    markupsafe = build_pure_markupsafe_wheel(wheels, CACHE / "sdists", MARKUPSAFE_VERSION)
+    jinja2 = pypi_wheel("jinja2", JINJA2_VERSION, wheels)
     ours = write_wheel(
         wheels,
         "doppler",
@@ -69,7 +101,7 @@ def build_wheels(dist: Path) -> list[str]:
         package_files(ROOT / "py", "doppler"),
         summary="DOPPLER browser runtime",
     )
-    names = [ours.name]
+    names = [markupsafe.name, jinja2.name, ours.name]
     (wheels / "index.json").write_text(json.dumps({"install": names}, indent=1))
     return names
 

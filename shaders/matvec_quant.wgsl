@@ -9,10 +9,11 @@
 // doppler.model.weights); bind one part as `weight`, set rows = its row count and row0 = its
 // first row, and dispatch once per part: each dispatch writes only its rows of y.
 //
-// matvec: one workgroup per row; invocations stride over the row's chunks (CHUNK weights each,
-// decoded once), then a workgroup sum. matmat: one workgroup per (row, tile of TOKENS tokens);
+// matvec: ROWS_PER_WG rows per workgroup, WG / ROWS_PER_WG invocations per row striding over
+// the row's chunks (CHUNK weights each, decoded once), then a sum among them. matmat: one workgroup per (row, tile of TOKENS tokens);
 // each decoded chunk is used for all TOKENS tokens of the tile.
-// Dispatch: matvec (grid_x, ceil(rows / grid_x)); matmat (grid_x, ceil(rows / grid_x),
+// Dispatch: matvec (grid_x, ceil(ceil(rows / ROWS_PER_WG) / grid_x)), grid_x =
+// min(ceil(rows / ROWS_PER_WG), 65535); matmat (grid_x, ceil(rows / grid_x),
 // ceil(n_tokens / TOKENS)), grid_x = min(rows, 65535). WG must be a power of two.
 // Bindings: weight (0, u32 words), x (1, f32), y (2, f32), params (3).
 
@@ -37,6 +38,7 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 
 override WG: u32 = 64;
+override ROWS_PER_WG: u32 = 8;  // matvec: rows per workgroup (a power of two dividing WG)
 const TOKENS: u32 = 4u;
 
 #include "dequant.wgsl"
@@ -56,15 +58,25 @@ fn chunks() -> u32 {
 
 @compute @workgroup_size(WG)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let r = wid.y * params.grid_x + wid.x;
-  if (r >= params.rows) { return; }
+  // ROWS_PER_WG rows per workgroup, LANES = WG / ROWS_PER_WG invocations per row: short rows
+  // keep every invocation busy, and there are ROWS_PER_WG times fewer workgroups.
+  let lanes = WG / ROWS_PER_WG;
+  let lane = lid % lanes;
+  let r = (wid.y * params.grid_x + wid.x) * ROWS_PER_WG + lid / lanes;
   var sum = 0.0;
-  for (var c = lid; c < chunks(); c += WG) {
-    var w = decode_chunk(r * params.row_words, c, params.plane1, params.plane2);
-    sum += chunk_dot(&w, 0u, c * CHUNK);
+  if (r < params.rows) {
+    for (var c = lane; c < chunks(); c += lanes) {
+      var w = decode_chunk(r * params.row_words, c, params.plane1, params.plane2);
+      sum += chunk_dot(&w, 0u, c * CHUNK);
+    }
   }
-  let total = wg_sum(lid, sum);
-  if (lid == 0u) { y[params.row0 + r] = total; }
+  red[lid] = sum;
+  workgroupBarrier();
+  for (var stride = lanes / 2u; stride > 0u; stride /= 2u) {
+    if (lane < stride) { red[lid] += red[lid + stride]; }
+    workgroupBarrier();
+  }
+  if (lane == 0u && r < params.rows) { y[params.row0 + r] = red[lid]; }
 }
 
 @compute @workgroup_size(WG)

@@ -19,13 +19,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))  # rdrr_helpers (pytest runs in importlib mode)
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork + exec, so a child of
+# a big pytest process would report the parent's peak; VmHWM belongs to the new process image.
 _CONVERT = """
-import json, resource, sys, time
+import json, re, sys, time
+from pathlib import Path
 from doppler.convert.convert import convert
 start = time.perf_counter()
 convert(sys.argv[1], sys.argv[2], progress=False)
-print(json.dumps({"seconds": time.perf_counter() - start,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm_kib = int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1])
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mib": hwm_kib / 1024}))
 """
 
 

@@ -37,10 +37,8 @@ def errors(value: object, schema: dict, path: str = "$") -> list[str]:
     elif kind == "number":
         ok = type(value) in (int, float)
     else:
-        ok = (
-            kind is None
-            or (isinstance(value, TYPES[kind])
-            and not (kind != "boolean" and isinstance(value, bool)))
+        ok = kind is None or (
+            isinstance(value, TYPES[kind]) and not (kind != "boolean" and isinstance(value, bool))
         )
     if not ok:
         return [*out, f"{path}: not {kind}"]

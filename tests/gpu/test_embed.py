@@ -18,19 +18,22 @@ pytestmark = pytest.mark.browser
 RNG = np.random.default_rng(11)
 
 
-def run_embed(kernels, layout, table, shape, ids, n_tokens, scale=1.0, id_offset=0, source=None):
+def run_embed(
+    kernels, layout, table, shape, ids, n_tokens, scale=1.0, id_offset=0, part=None, source=None
+):
+    """``part`` = (row0, rows) when ``table`` holds only those rows of the (vocab, hidden) table."""
     vocab, hidden = shape
+    row0, rows = part or (0, vocab)
     row_words, plane1, plane2 = words(layout, hidden)
     chunks = -(-hidden // {"f32": 4, "f16": 8, "bf16": 8}.get(layout, 32))
+    values = (n_tokens, hidden, vocab, scale, row_words, plane1, plane2, id_offset, row0, rows)
     (out,) = kernels.run(
         "embed",
         [
             read(0, table),
             read(1, np.asarray(ids, np.uint32)),
             write(2, n_tokens * hidden),
-            params(
-                3, "IIIfIIII", n_tokens, hidden, vocab, scale, row_words, plane1, plane2, id_offset
-            ),
+            params(3, "IIIfIIIIII", *values),
         ],
         (-(-chunks // 64), n_tokens),
         flags=(flag(layout),),
@@ -76,8 +79,56 @@ def test_embed_reads_ids_at_an_offset(kernels):
     np.testing.assert_array_equal(got, embed_ref("f16", table, (30, 40), [21], 1.0))
 
 
+def check_split_gather(kernels, source=None):
+    """Each part writes the tokens whose ids it holds; the last part also the zero rows."""
+    vocab, hidden, split = 70, 96, 41
+    table = random_packed(RNG, "q8_0", (vocab, hidden))
+    row_bytes = table.size // vocab
+    ids = [0, 40, 41, 69, 3, 55, 70, 1000]
+    want = embed_ref("q8_0", table, (vocab, hidden), ids, 2.0)
+    merged = np.full(want.shape, np.nan, np.float32)
+    for row0, rows in ((0, split), (split, vocab - split)):
+        part = table[row0 * row_bytes : (row0 + rows) * row_bytes]
+        got = run_embed(
+            kernels,
+            "q8_0",
+            part,
+            (vocab, hidden),
+            ids,
+            len(ids),
+            2.0,
+            part=(row0, rows),
+            source=source,
+        )
+        last = row0 + rows == vocab
+        mine = np.array([row0 <= i < row0 + rows or (i >= vocab and last) for i in ids])
+        assert np.isnan(got[~mine]).all(), "a part wrote a token it does not hold"
+        merged[mine] = got[mine]
+    np.testing.assert_allclose(merged, want, rtol=1e-6, atol=0)
+
+
+def test_embed_split_table_in_two_parts(kernels):
+    check_split_gather(kernels)
+
+
+SPLIT_BUGS = {
+    "every part writes zero rows": ("params.row0 + params.rows == params.vocab", "true"),
+    "part range off by one": ("id - params.row0 >= params.rows", "id - params.row0 > params.rows"),
+    "row0 not subtracted": ("let row = id - params.row0;", "let row = id;"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(SPLIT_BUGS))
+def test_split_planted_bugs_fail(kernels, bug):
+    good, bad = SPLIT_BUGS[bug]
+    source = shader_source("embed.wgsl")
+    assert good in source, "the planted bug no longer applies: update the control"
+    with pytest.raises(AssertionError):
+        check_split_gather(kernels, source.replace(good, bad))
+
+
 PLANTED_BUGS = {
-    "wrong row stride": ("id * params.row_words", "id * (params.row_words + 1u)"),
+    "wrong row stride": ("row * params.row_words", "row * (params.row_words + 1u)"),
     "scale ignored": ("values[e] * params.scale", "values[e]"),
     "last partial chunk dropped": ("min(CHUNK, params.hidden - first)", "CHUNK - 1u"),
 }

@@ -34,14 +34,16 @@ def run(
     y_rows=None,
     grid_x=None,
     wg=64,
+    rows_per_wg=8,
     source=None,
 ):
     """One dispatch over the packed rows; y has y_rows rows per token (default: all rows)."""
     rows, cols = shape
     y_rows = y_rows or rows
-    grid_x = grid_x or min(rows, 65535)
+    groups = rows if entry == "matmat" else -(-rows // rows_per_wg)
+    grid_x = grid_x or min(groups, 65535)
     row_words, plane1, plane2 = words(layout, cols)
-    grid = (grid_x, -(-rows // grid_x))
+    grid = (grid_x, -(-groups // grid_x))
     if entry == "matmat":
         grid += (-(-n_tokens // TOKENS_PER_TILE),)
     (y,) = kernels.run(
@@ -67,7 +69,7 @@ def run(
         grid,
         entry=entry,
         flags=(flag(layout),),
-        constants={"WG": wg},
+        constants={"WG": wg} if entry == "matmat" else {"WG": wg, "ROWS_PER_WG": rows_per_wg},
         source=source,
     )
     return y.reshape(n_tokens, y_rows)
@@ -105,6 +107,18 @@ def test_matvec_matches_numpy(kernels, layout, shape):
 
 
 @pytest.mark.parametrize(
+    ("layout", "rows_per_wg", "wg"),
+    [("q4_1", 1, 64), ("q6_k", 4, 32), ("f16", 64, 64), ("q5_0", 16, 128)],
+)
+def test_matvec_rows_per_workgroup(kernels, layout, rows_per_wg, wg):
+    """Any power-of-two split of the workgroup between rows gives the same product."""
+    rows, cols = (37, 768) if layout in KQUANTS else (70, 577 if layout == "f16" else 576)
+    packed, weights, x = case(layout, rows, cols)
+    got = run(kernels, layout, packed, (rows, cols), x[0], rows_per_wg=rows_per_wg, wg=wg)
+    check(got, weights, x)
+
+
+@pytest.mark.parametrize(
     ("layout", "n_tokens", "wg"),
     [
         ("q4_1", 1, 64),
@@ -125,7 +139,7 @@ def test_matmat_matches_numpy(kernels, layout, n_tokens, wg):
 def test_rows_beyond_one_grid_row(kernels):
     """Rows spill into the grid's y dimension (as vocab-sized outputs must past 65535)."""
     packed, weights, x = case("q8_0", 129, 64, 3)
-    check(run(kernels, "q8_0", packed, (129, 64), x[0], grid_x=50), weights, x[:1])
+    check(run(kernels, "q8_0", packed, (129, 64), x[0], grid_x=5), weights, x[:1])
     got = run(kernels, "q8_0", packed, (129, 64), x, entry="matmat", n_tokens=3, grid_x=50)
     check(got, weights, x)
 

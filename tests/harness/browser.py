@@ -49,7 +49,9 @@ def chromium(flags: tuple[str, ...] = WEBGPU_FLAGS) -> Iterator[webdriver.Chrome
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_script_timeout(300)
+    # Real models on SwiftShader take minutes per call; the HTTP client's default is 120 s.
+    driver.command_executor.client_config.timeout = 900
+    driver.set_script_timeout(900)
     try:
         yield driver
     finally:

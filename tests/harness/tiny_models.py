@@ -6,6 +6,7 @@ or a swapped projection changes the logits far beyond the tolerance.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,57 @@ CONFIGS = {
 }
 
 
+CHAT_VOCAB = 384
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CONFIGS["llama_chat"] = {**CONFIGS["llama"], "vocab_size": CHAT_VOCAB}
+_CORPUS = [
+    "Hello there! How are you today? I am fine, thank you.",
+    "The quick brown fox jumps over the lazy dog 12345 times.",
+    "def add(a, b):\n    return a + b  # numbers: 3.14, 2026",
+    "Chat with a tiny model: user, assistant, system. Café, naïve, 東京.",
+]
+
+
+def add_chat_tokenizer(model_dir: Path) -> Path:
+    """Give a model folder a small trained byte-level BPE with ChatML special tokens, as a
+    real ``tokenizer.json`` + ``tokenizer_config.json`` (chat template, eos)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=CHAT_VOCAB,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    assert tok.get_vocab_size() <= CHAT_VOCAB
+    tok.save(str(model_dir / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "chat_template": CHATML,
+    }
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    return model_dir
+
+
+def reference_chat_ids(model_dir: Path, messages: list[dict[str, str]]) -> list[int]:
+    """transformers' rendering and tokenization of a chat (the prompt a model sees)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def make_model(name: str, out: Path, seed: int = 0) -> Path:
     """Write a tiny random HF model folder (config.json + model.safetensors)."""
     import torch
@@ -95,6 +147,8 @@ def make_model(name: str, out: Path, seed: int = 0) -> Path:
         for param in model.parameters():
             param.normal_(0.0, 0.1)
     model.save_pretrained(out)
+    if name == "llama_chat":
+        add_chat_tokenizer(out)
     return out
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tools.static_server import serving
 
 from doppler.convert.convert import convert
 from harness.tiny_models import CONFIGS, make_model
-from tools.static_server import serving
 
 
 def plant_broken_rope(model: Path, out: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -14,7 +12,6 @@ from transformers import PreTrainedTokenizerFast
 
 from doppler.tokenizer import ChatTemplateError, Tokenizer
 from doppler.tokenizer.chat import render_chat
-from doppler.tokenizer.spec import from_tokenizer_json
 
 CONVERSATIONS: list[list[dict[str, Any]]] = [
     [{"role": "user", "content": "Hi!"}],
@@ -66,13 +63,9 @@ def assert_same(tok: Tokenizer, messages: list[dict[str, Any]], **kwargs: Any) -
 
 
 @pytest.fixture(scope="module")
-def gemma3_json(gemma3_json_dir: Path) -> Tokenizer:
-    return Tokenizer.from_spec(
-        from_tokenizer_json(
-            json.loads((gemma3_json_dir / "tokenizer.json").read_text()),
-            json.loads((gemma3_json_dir / "tokenizer_config.json").read_text()),
-        )
-    )
+def gemma3_json(gemma3_json_spec: dict[str, Any]) -> Tokenizer:
+    """Gemma 3's template comes from tokenizer_config.json (the GGUF carries none)."""
+    return Tokenizer.from_spec(gemma3_json_spec)
 
 
 @pytest.mark.slow

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,6 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 
 from doppler.tokenizer import Tokenizer
-from doppler.tokenizer.spec import from_tokenizer_json
 from tokenizer.models import load_fixture
 
 pytestmark = pytest.mark.slow
@@ -25,11 +22,8 @@ def hf(gemma3_json_dir: Path) -> HFTokenizer:
 
 
 @pytest.fixture(scope="module")
-def json_spec(gemma3_json_dir: Path) -> dict[str, Any]:
-    return from_tokenizer_json(
-        json.loads((gemma3_json_dir / "tokenizer.json").read_text()),
-        json.loads((gemma3_json_dir / "tokenizer_config.json").read_text()),
-    )
+def json_spec(gemma3_json_spec: dict[str, Any]) -> dict[str, Any]:
+    return gemma3_json_spec
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +57,7 @@ def test_tokenizer_json_special_ids(json_spec: dict[str, Any]) -> None:
 
 
 def test_planted_bug_dropped_merge(json_spec: dict[str, Any], hf: HFTokenizer) -> None:
-    spec = copy.deepcopy(json_spec)
-    spec["merges"].remove(["H", "ello"])
-    tok = Tokenizer.from_spec(spec)
+    merges = [m for m in json_spec["merges"] if m != ["H", "ello"]]
+    assert len(merges) == len(json_spec["merges"]) - 1
+    tok = Tokenizer.from_spec({**json_spec, "merges": merges})
     assert any(tok.encode(t) != hf.encode(t).ids for t in TEXTS if "Hello" in t)

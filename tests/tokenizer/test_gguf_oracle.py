@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
+import re
 import unicodedata
 from typing import Any
 
 import pytest
 
-from doppler.tokenizer import Tokenizer
+from doppler.tokenizer import Tokenizer, sentencepiece
 from tokenizer.models import gemma3_path, load_fixture, smollm2_path
 
 pytestmark = pytest.mark.slow
@@ -88,28 +88,38 @@ def test_planted_bug_no_digit_split(smollm2_spec: dict[str, Any]) -> None:
     """Without the smollm per-digit split (what transformers' GGUF loader does) ids differ.
 
     SmolLM2's vocab has no multi-digit ASCII tokens, so only other scripts' digits show it."""
-    spec = copy.deepcopy(smollm2_spec)
-    spec["pre_tokenizer"]["patterns"] = spec["pre_tokenizer"]["patterns"][1:]
+    patterns = smollm2_spec["pre_tokenizer"]["patterns"]
+    assert patterns[0] == r"\p{N}"
+    spec = {**smollm2_spec, "pre_tokenizer": {"name": "gpt2", "patterns": patterns[1:]}}
     bad = mismatches(Tokenizer.from_spec(spec), load_fixture("smollm2")["cases"])
     assert any("\u0661\u0662\u0663" in text for text in bad)  # Arabic-Indic 123
 
 
 def test_planted_bug_dropped_merge(smollm2_spec: dict[str, Any]) -> None:
-    spec = copy.deepcopy(smollm2_spec)
-    spec["merges"].remove(["Ġ", "t"])  # the very first merge
+    assert smollm2_spec["merges"][0] == ["Ġ", "t"]
+    spec = {**smollm2_spec, "merges": smollm2_spec["merges"][1:]}
     assert mismatches(Tokenizer.from_spec(spec), load_fixture("smollm2")["cases"])
 
 
 def test_planted_bug_score_order(gemma3_spec: dict[str, Any]) -> None:
     """Merging the lowest-scoring pair first (a min/max heap mix-up) changes Gemma's ids."""
-    spec = copy.deepcopy(gemma3_spec)
-    spec["scores"] = [-s for s in spec["scores"]]
+    spec = {**gemma3_spec, "scores": [-s for s in gemma3_spec["scores"]]}
     bad = mismatches(Tokenizer.from_spec(spec), load_fixture("gemma3")["cases"])
     assert any("Hello" in text for text in bad)
 
 
 def test_planted_bug_special_tokens_not_split(gemma3_spec: dict[str, Any]) -> None:
-    spec = copy.deepcopy(gemma3_spec)
-    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] != "<start_of_turn>"]
+    added = [t for t in gemma3_spec["added_tokens"] if t["content"] != "<start_of_turn>"]
+    spec = {**gemma3_spec, "added_tokens": added}
     bad = mismatches(Tokenizer.from_spec(spec), load_fixture("gemma3")["cases"])
     assert any("<start_of_turn>" in text for text in bad)
+
+
+def test_planted_bug_naive_sentencepiece_segments(
+    gemma3_spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cutting before every "▁" run ignores Gemma's piece ">▁</" and changes ids."""
+    naive = re.compile("(?<=[^\u2581])(?=\u2581)")
+    monkeypatch.setattr(sentencepiece, "_boundary_regex", lambda vocab: naive)
+    bad = mismatches(Tokenizer.from_spec(gemma3_spec), load_fixture("gemma3")["cases"])
+    assert "x> </y" in bad

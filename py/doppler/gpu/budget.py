@@ -22,8 +22,8 @@ class GpuBudget:
     device: JsProxy
     limit: int
     used: dict[str, int] = field(default_factory=dict)
-    _sizes: dict[int, tuple[str, int]] = field(default_factory=dict)
-    _buffers: dict[int, JsProxy] = field(default_factory=dict)
+    # Keyed by id() of the proxy create_buffer returned (callers pass that same object back).
+    _buffers: dict[int, tuple[str, int, JsProxy]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -41,21 +41,15 @@ class GpuBudget:
             )
         buffer = self.device.createBuffer(js_object({"size": size, "usage": usage, "label": label}))
         self.used[kind] = self.used.get(kind, 0) + size
-        self._sizes[id(buffer)] = (kind, size)
-        self._buffers[id(buffer)] = buffer
+        self._buffers[id(buffer)] = (kind, size, buffer)
         return buffer
 
     def destroy(self, buffer: JsProxy) -> None:
-        kind, size = self._sizes.pop(id(buffer))
-        del self._buffers[id(buffer)]
+        kind, size, _ = self._buffers.pop(id(buffer))
         self.used[kind] -= size
         buffer.destroy()
 
-    def destroy_all(self, buffers: list[JsProxy]) -> None:
-        for buffer in buffers:
-            self.destroy(buffer)
-
     def destroy_remaining(self) -> None:
         """Free every buffer still charged to this budget (unloading a model)."""
-        for key in list(self._buffers):
-            self.destroy(self._buffers[key])
+        for _, _, buffer in list(self._buffers.values()):
+            self.destroy(buffer)

@@ -18,14 +18,26 @@ from doppler.jsffi import JsProxy
 from doppler.model.weights import Weight
 
 MAX_GRID = 65535
+MATVEC_ROWS_PER_WG = 8  # matvec_quant.wgsl's ROWS_PER_WG default
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sample kernel's knobs (temperature <= 0 is greedy; top_k 0, top_p 1 are off)."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    softcap: float = 0.0
+    seed: int = 0
 
 
 @dataclass
 class StepState:
-    """What changes between forward passes: where the tokens go and how many there are."""
+    """What changes between passes: the sampling options and the RNG step of this draw."""
 
-    position: int = 0  # position of the first token of this pass
-    n_tokens: int = 1
+    sampling: Sampling
+    step: int = 0
 
 
 def pack(fmt: str, *values: float) -> bytes:
@@ -61,23 +73,32 @@ def chunk(layout: str) -> int:
 def embed(
     plan: Plan, table: Weight, ids: JsProxy, out: JsProxy, scale: float, n_tokens: int
 ) -> None:
-    """Gather ``n_tokens`` rows of ``table`` for ids starting at the step's position."""
-    (part,) = table.parts  # TODO(split bindings): gather across parts for huge vocabularies
+    """Gather the rows of ``table`` for the ``n_tokens`` ids in ``ids``, one dispatch per
+    part of a split table (each writes only the ids it holds)."""
     hidden = table.row_len
     row_words, plane1, plane2 = layout_words(table.layout, hidden)
     key = PipelineKey("embed", flags=frozenset({layout_flag(table.layout)}))
-    wg = 64
-    groups = -(-ceil_div(hidden, chunk(table.layout)) // wg)
-
-    def params(state: StepState | None) -> bytes:
-        position = state.position if state else 0
-        return pack(
-            "IIIfIIII", n_tokens, hidden, table.rows, scale, row_words, plane1, plane2, position
+    groups = ceil_div(ceil_div(hidden, chunk(table.layout)), 64)
+    for part in table.parts:
+        params = pack(
+            "IIIfIIIIII",
+            n_tokens,
+            hidden,
+            table.rows,
+            scale,
+            row_words,
+            plane1,
+            plane2,
+            0,
+            part.row0,
+            part.rows,
         )
-
-    plan.add(
-        key, [Binding(0, part.buffer), Binding(1, ids), Binding(2, out)], params, (groups, n_tokens)
-    )
+        plan.add(
+            key,
+            [Binding(0, part.buffer), Binding(1, ids), Binding(2, out)],
+            params,
+            (groups, n_tokens),
+        )
 
 
 def rmsnorm(
@@ -143,7 +164,7 @@ def matvec(plan: Plan, weight: Weight, x: JsProxy, y: JsProxy, n_tokens: int) ->
     entry = "matvec" if n_tokens == 1 else "matmat"
     key = PipelineKey("matvec_quant", entry=entry, flags=frozenset({layout_flag(weight.layout)}))
     for part in weight.parts:
-        gx, gy = grid(part.rows)
+        gx, gy = grid(ceil_div(part.rows, MATVEC_ROWS_PER_WG) if n_tokens == 1 else part.rows)
         params = pack(
             "IIIIIIIIIIII",
             part.rows,
@@ -230,4 +251,38 @@ def attention(
         ],
         shape.params(),
         (shape.n_heads, shape.n_tokens),
+    )
+
+
+def sample(
+    plan: Plan,
+    logits: JsProxy,
+    token: JsProxy,
+    ring: JsProxy,
+    vocab: int,
+    ring_len: int,
+) -> None:
+    """Choose the next token on the GPU into ``token`` (the next embed's input) and into
+    slot ``step % ring_len`` of ``ring``, with the options of the pass's :class:`StepState`."""
+
+    def params(state: StepState) -> bytes:
+        options, step = state.sampling, state.step
+        return pack(
+            "IIfffIIII",
+            vocab,
+            options.top_k,
+            options.top_p,
+            options.temperature,
+            options.softcap,
+            options.seed & 0xFFFFFFFF,
+            step,
+            1,
+            ring_len,
+        )
+
+    plan.add(
+        PipelineKey("sample", entry="sample"),
+        [Binding(0, logits), Binding(1, token), Binding(2, ring)],
+        params,
+        (1,),
     )

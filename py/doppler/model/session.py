@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from doppler.errors import BadRequest, DopplerError
-from doppler.model.sampling import SamplingOptions, sample
+from doppler.model.ops import Sampling
 from doppler.model.stops import StopScanner
 from doppler.model.transformer import DenseModel
 from doppler.tokenizer import Tokenizer
@@ -27,19 +27,32 @@ class ContextFull(DopplerError):
 @dataclass
 class GenerateOptions:
     max_tokens: int = 256
-    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    sampling: Sampling = field(default_factory=Sampling)
     stop: list[str] = field(default_factory=list)
 
     @classmethod
-    def parse(cls, raw: dict[str, Any] | None) -> GenerateOptions:
+    def parse(cls, raw: dict[str, Any] | None, softcap: float) -> GenerateOptions:
+        """Read the API's options; greedy unless a temperature > 0 is given."""
         raw = raw or {}
         stop = raw.get("stop") or []
         if isinstance(stop, str):
             stop = [stop]
         max_tokens = raw.get("maxTokens", 256)
-        if not isinstance(max_tokens, int) or max_tokens < 0:
-            raise BadRequest(f"maxTokens must be a non-negative integer, got {max_tokens!r}")
-        return cls(max_tokens, SamplingOptions.parse(raw), [str(s) for s in stop])
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise BadRequest(f"maxTokens must be a positive integer, got {max_tokens!r}")
+        try:
+            sampling = Sampling(
+                temperature=float(raw.get("temperature") or 0.0),
+                top_k=int(raw.get("topK") or 0),
+                top_p=float(raw.get("topP") or 1.0),
+                softcap=softcap,
+                seed=int(raw.get("seed") or 0),
+            )
+        except (TypeError, ValueError) as err:
+            raise BadRequest(f"bad sampling option: {err}") from err
+        if sampling.temperature < 0 or sampling.top_k < 0 or not 0 < sampling.top_p <= 1:
+            raise BadRequest("temperature >= 0, topK >= 0 and 0 < topP <= 1 are required")
+        return cls(max_tokens, sampling, [str(s) for s in stop])
 
 
 class Session:
@@ -72,12 +85,12 @@ class Session:
             )
 
     async def generate(self, payload: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        options = GenerateOptions.parse(payload.get("options"))
+        options = GenerateOptions.parse(
+            payload.get("options"), self.model.config.final_softcap or 0.0
+        )
         prompt = self.prompt_ids(payload)
-        self._check_fits(len(prompt) + 1)
-        started = time.perf_counter()
-        logits = await self.model.prefill(prompt)
-        first_token_at = time.perf_counter()
+        self._check_fits(len(prompt))
+        max_tokens = min(options.max_tokens, self.model.context_length - len(prompt) + 1)
         eos = self.tokenizer.eos_ids if self.tokenizer else set()
         decoder = (
             self.tokenizer.stream_decoder(skip_special_tokens=True) if self.tokenizer else None
@@ -85,35 +98,33 @@ class Session:
         stops = StopScanner(options.stop)
         generated: list[int] = []
         text_parts: list[str] = []
-        finish = "length"
-        position = len(prompt)
-        while len(generated) < options.max_tokens:
-            token = sample(logits, options.sampling, step=len(generated))
-            generated.append(token)
-            if token in eos:
-                finish = "stop"
-                break
-            piece = stops.push(decoder.push(token)) if decoder else ""
-            if piece or decoder is None:
-                text_parts.append(piece)
-                emit({"type": "delta", "text": piece, "tokenIds": [token]})
-            if stops.stopped:
-                finish = "stop"
-                break
-            if len(generated) == options.max_tokens:
-                break
-            if position + 1 > self.model.context_length:
-                finish = "context_full"
-                break
-            logits = await self.model.decode_one(token, position)
-            position += 1
+        finish = "length" if max_tokens == options.max_tokens else "context_full"
+        started = time.perf_counter()
+        first_token_at = started
+        tokens = self.model.generate(prompt, options.sampling, max_tokens)
+        try:
+            async for token in tokens:
+                if not generated:
+                    first_token_at = time.perf_counter()
+                generated.append(token)
+                if token in eos:
+                    finish = "stop"
+                    break
+                piece = stops.push(decoder.push(token)) if decoder else ""
+                if piece or decoder is None:
+                    text_parts.append(piece)
+                    emit({"type": "delta", "text": piece, "tokenIds": [token]})
+                if stops.stopped:
+                    finish = "stop"
+                    break
+        finally:
+            await tokens.aclose()
         if decoder is not None and not stops.stopped:
             tail = stops.push(decoder.flush()) + stops.flush()
             if tail:
                 text_parts.append(tail)
                 emit({"type": "delta", "text": tail, "tokenIds": []})
-        ended = time.perf_counter()
-        decode_s = ended - first_token_at
+        decode_s = time.perf_counter() - first_token_at
         return {
             "text": "".join(text_parts),
             "tokenIds": generated,
@@ -133,7 +144,7 @@ class Session:
             raise BadRequest("score needs at least two tokens")
         self._check_fits(len(ids))
         top_k = int(payload.get("topK") or 0)
-        rows = await self.model.prefill(ids, all_logits=True)
+        rows = await self.model.logits(ids)
         logprobs: list[float] = []
         top: list[list[list[float]]] = []
         for position in range(len(ids) - 1):

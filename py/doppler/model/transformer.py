@@ -10,7 +10,7 @@ place for a per-layer LoRA delta is after each projection in :func:`_project`.
 from __future__ import annotations
 
 import math
-import struct
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from doppler.model.rope import inv_freq
 from doppler.model.weights import Weight
 
 DENSE_ARCHS = ("llama", "qwen2", "gemma3")
+RING = 64  # sampled-token ring slots; more than the passes ever in flight
 
 
 class UnsupportedModel(DopplerError):
@@ -51,8 +52,9 @@ class Buffers:
     up: JsProxy
     act: JsProxy
     logits: JsProxy
-    readback: JsProxy
-    ids: JsProxy
+    logits_readback: JsProxy
+    token: JsProxy
+    ring: JsProxy
     positions: JsProxy
     kv: list[tuple[JsProxy, JsProxy]] = field(default_factory=list)
     inv_freq: dict[str, JsProxy] = field(default_factory=dict)
@@ -60,56 +62,85 @@ class Buffers:
 
 @dataclass
 class DenseModel:
+    """A model ready to run: ``forward`` embeds the id in ``buffers.token`` at the position in
+    ``buffers.positions`` and leaves logits; ``sampler`` turns them into the next id on the
+    GPU, which the next ``forward`` reads without a round trip through the CPU."""
+
     config: ArchConfig
     context_length: int
     gpu: Gpu
     budget: GpuBudget
-    plan: Plan
+    forward: Plan
+    sampler: Plan
     buffers: Buffers
     weights: dict[str, Weight]
+    _readbacks: list[JsProxy] = field(default_factory=list)
 
-    async def prefill(self, ids: list[int], all_logits: bool = False) -> Any:
-        """Run the prompt; returns the last position's logits (or every position's)."""
+    async def logits(self, ids: list[int]) -> list[list[float]]:
+        """Logits after each of ``ids`` (a fresh sequence from position 0)."""
         rows = []
         for position, token in enumerate(ids):
-            last = position == len(ids) - 1
-            row = await self._forward(token, position, read=all_logits or last)
-            if all_logits:
-                rows.append(row)
-        return rows if all_logits else row
+            encoder = self._pass(position, token)
+            vocab_bytes = self.config.vocab_size * 4
+            readback = self.buffers.logits_readback
+            encoder.copyBufferToBuffer(self.buffers.logits, 0, readback, 0, vocab_bytes)
+            self.gpu.device.queue.submit(js_object([encoder.finish()]))
+            await readback.mapAsync(js.GPUMapMode.READ, 0, vocab_bytes)
+            row = js.Float32Array.new(readback.getMappedRange(0, vocab_bytes)).to_py().tolist()
+            readback.unmap()
+            cap = self.config.final_softcap
+            rows.append([cap * math.tanh(v / cap) for v in row] if cap else row)
+        return rows
 
-    async def decode_one(self, token: int, position: int) -> list[float]:
-        return await self._forward(token, position, read=True)
+    async def generate(
+        self, prompt: list[int], sampling: ops.Sampling, max_tokens: int
+    ) -> AsyncIterator[int]:
+        """Yield up to ``max_tokens`` sampled ids. Each pass is submitted before the previous
+        token is read back, so the GPU never waits for Python; the consumer stops early by
+        closing the iterator."""
+        queue = self.gpu.device.queue
+        for position, token in enumerate(prompt[:-1]):
+            queue.submit(js_object([self._pass(position, token).finish()]))
+        in_flight = [self._submit_sampled(len(prompt) - 1, prompt[-1], sampling, 0)]
+        for step in range(max_tokens):
+            if step + 1 < max_tokens:
+                in_flight.append(self._submit_sampled(len(prompt) + step, None, sampling, step + 1))
+            readback = in_flight.pop(0)
+            await readback.mapAsync(js.GPUMapMode.READ, 0, 4)
+            token = js.Uint32Array.new(readback.getMappedRange(0, 4))[0]
+            readback.unmap()
+            self._readbacks.append(readback)
+            yield int(token)
 
-    async def _forward(self, token: int, position: int, read: bool) -> list[float] | None:
-        device = self.gpu.device
-        queue = device.queue
-        queue.writeBuffer(self.buffers.ids, position * 4, _u32(token))
+    def _pass(self, position: int, token: int | None) -> JsProxy:
+        """Write the pass's inputs and record the forward plan; ``None`` keeps the id the
+        sampler left in ``buffers.token``."""
+        queue = self.gpu.device.queue
+        if token is not None:
+            queue.writeBuffer(self.buffers.token, 0, _u32(token))
         queue.writeBuffer(self.buffers.positions, 0, _u32(position))
-        encoder = device.createCommandEncoder()
-        self.plan.encode(encoder, device, ops.StepState(position, 1))
-        vocab_bytes = self.config.vocab_size * 4
-        if read:
-            encoder.copyBufferToBuffer(
-                self.buffers.logits, 0, self.buffers.readback, 0, vocab_bytes
-            )
-        queue.submit(js_object([encoder.finish()]))
-        if not read:
-            return None
-        readback = self.buffers.readback
-        await readback.mapAsync(js.GPUMapMode.READ, 0, vocab_bytes)
-        row = js.Float32Array.new(readback.getMappedRange(0, vocab_bytes)).to_py().tolist()
-        readback.unmap()
-        cap = self.config.final_softcap
-        return [cap * math.tanh(v / cap) for v in row] if cap else row
+        encoder = self.gpu.device.createCommandEncoder()
+        self.forward.encode(encoder, self.gpu.device)
+        return encoder
 
-    def destroy(self) -> None:
-        """Free everything this model holds on the GPU (weights, KV cache, scratch)."""
-        self.budget.destroy_remaining()
+    def _submit_sampled(
+        self, position: int, token: int | None, sampling: ops.Sampling, step: int
+    ) -> JsProxy:
+        encoder = self._pass(position, token)
+        self.sampler.encode(encoder, self.gpu.device, ops.StepState(sampling, step))
+        readback = self._readbacks.pop() if self._readbacks else self._new_readback()
+        slot = (step % RING) * 4
+        encoder.copyBufferToBuffer(self.buffers.ring, slot, readback, 0, 4)
+        self.gpu.device.queue.submit(js_object([encoder.finish()]))
+        return readback
+
+    def _new_readback(self) -> JsProxy:
+        usage = js.GPUBufferUsage.MAP_READ | js.GPUBufferUsage.COPY_DST
+        return self.budget.create_buffer(4, usage, "scratch", "token readback")
 
 
 def _u32(value: int) -> JsProxy:
-    return js.Uint8Array.new(js_object(struct.pack("<I", value)))
+    return js.Uint32Array.new(js_object([value]))
 
 
 async def build_model(
@@ -130,10 +161,13 @@ async def build_model(
             f"contextLength {ctx} is outside 1..{cfg.max_position} for this model", "bad_request"
         )
     buffers = _allocate(cfg, ctx, budget)
-    plan = Plan(loaded.manifest.name)
-    _build(plan, cfg, loaded.weights, buffers, ctx)
-    await plan.finish(pipelines, budget, ops.StepState())
-    return DenseModel(cfg, ctx, gpu, budget, plan, buffers, loaded.weights)
+    forward = Plan(f"{loaded.manifest.name} forward")
+    _build(forward, cfg, loaded.weights, buffers, ctx)
+    await forward.finish(pipelines, budget)
+    sampler = Plan(f"{loaded.manifest.name} sampler")
+    ops.sample(sampler, buffers.logits, buffers.token, buffers.ring, cfg.vocab_size, RING)
+    await sampler.finish(pipelines, budget, ops.StepState(ops.Sampling()))
+    return DenseModel(cfg, ctx, gpu, budget, forward, sampler, buffers, loaded.weights)
 
 
 def _allocate(cfg: ArchConfig, ctx: int, budget: GpuBudget) -> Buffers:
@@ -161,10 +195,11 @@ def _allocate(cfg: ArchConfig, ctx: int, budget: GpuBudget) -> Buffers:
         up=f32(ff, "up"),
         act=f32(ff, "act"),
         logits=f32(cfg.vocab_size, "logits"),
-        readback=budget.create_buffer(
+        logits_readback=budget.create_buffer(
             cfg.vocab_size * 4, usage.MAP_READ | usage.COPY_DST, "scratch", "logits readback"
         ),
-        ids=f32(ctx, "token ids"),
+        token=f32(1, "token"),
+        ring=f32(RING, "sampled tokens"),
         positions=f32(1, "positions"),
     )
     for layer in range(cfg.num_layers):
@@ -203,7 +238,7 @@ def _rope_bases(cfg: ArchConfig) -> list[tuple[str, float, dict[str, Any] | None
 
 def _build(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], b: Buffers, ctx: int) -> None:
     eps, offset = cfg.norm.eps, cfg.norm.weight_offset
-    ops.embed(plan, w["embed.weight"], b.ids, b.x, cfg.embedding_scale, 1)
+    ops.embed(plan, w["embed.weight"], b.token, b.x, cfg.embedding_scale, 1)
     for layer in range(cfg.num_layers):
         p = f"layers.{layer}."
         ops.rmsnorm(plan, b.x, w[p + "attn_norm.weight"], b.xn, 1, eps, offset)

@@ -43,6 +43,7 @@ async def sha256_hex(buffer: JsProxy) -> str:
 async def fetch_verified(bases: list[str], name: str, size: int) -> JsProxy:
     """Fetch ``<base><name>.bin`` from the first source whose bytes hash to ``name``."""
     problems: list[str] = []
+    bad_bytes = 0
     for base in bases:
         url = f"{base}{name}.bin"
         try:
@@ -51,13 +52,12 @@ async def fetch_verified(bases: list[str], name: str, size: int) -> JsProxy:
             problems.append(str(err))
             continue
         if buffer.byteLength != size:
-            problems.append(f"{url}: {buffer.byteLength} bytes, expected {size}")
-            continue
-        if await sha256_hex(buffer) != name:
-            problems.append(f"{url}: SHA-256 mismatch")
-            continue
-        return buffer
-    error = (
-        IntegrityError if all("mismatch" in p or "bytes," in p for p in problems) else FetchError
-    )
+            problem = f"{url}: {buffer.byteLength} bytes, expected {size}"
+        elif await sha256_hex(buffer) != name:
+            problem = f"{url}: SHA-256 mismatch"
+        else:
+            return buffer
+        problems.append(problem)
+        bad_bytes += 1
+    error = IntegrityError if bad_bytes == len(bases) else FetchError
     raise error(f"shard {name}: no good copy ({'; '.join(problems)})")

@@ -6,6 +6,8 @@ merge loop is the slowest part of encoding in Pyodide.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .errors import SpecError
 from .merge import merge_pairs
 
@@ -51,6 +53,15 @@ class WordEncoder:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             ids = self._cache[word] = self._encode(word)
+        return ids
+
+    def encode_words(self, words: Iterable[str]) -> list[int]:
+        """Ids of consecutive words (the hot loop of encoding: cache hits stay inline)."""
+        cache = self._cache
+        ids: list[int] = []
+        for word in words:
+            hit = cache.get(word)
+            ids += hit if hit is not None else self.encode(word)
         return ids
 
     def _encode(self, word: str) -> list[int]:

@@ -8,6 +8,7 @@ explicit character classes built from the committed table in ``unicode_data``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 
 from . import unicode_data
@@ -105,7 +106,9 @@ def category_ranges(category: str) -> str:
 _WS_BODY = "".join(re.escape(c) for c in _WHITESPACE)
 # In Python's str patterns \w is letters, numbers and "_", and \d is exactly Nd; so letters
 # are [^\W\d_] without Nl/No. Classes written this way compile ~40x faster than explicit
-# ranges (hundreds of ms in Pyodide), and match as fast. tests/tokenizer checks the identities.
+# ranges (hundreds of ms in Pyodide) and match faster; tests/tokenizer checks the identities
+# against unicodedata. They follow the runtime's Unicode (CPython 3.11: 14.0, Pyodide 314:
+# 16.0), which only matters for the few thousand characters assigned since 14.0.
 _FAST_CLASSES = {
     # category set → (positive form, negated form); {small} is the class's other members.
     frozenset("LN"): ("[^\\W_]", "[\\W_]"),
@@ -173,26 +176,37 @@ class PreTokenizer:
     them both become pieces ("Isolated")."""
 
     def __init__(self, patterns: list[str]) -> None:
-        try:
-            self._regexes = [re.compile(translate(p)) for p in patterns]
-        except re.error as exc:
-            raise UnsupportedTokenizerError(f"pre_tokenizer: bad regex ({exc})") from exc
+        self._splitters = [_splitter(p) for p in patterns]
 
     def split(self, text: str) -> list[str]:
         pieces = [text] if text else []
-        for regex in self._regexes:
+        for splitter in self._splitters:
             out: list[str] = []
             for piece in pieces:
-                pos = 0
-                for m in regex.finditer(piece):
-                    start, end = m.span()
-                    if start == end:
-                        continue
-                    if start > pos:
-                        out.append(piece[pos:start])
-                    out.append(piece[start:end])
-                    pos = end
-                if pos < len(piece):
-                    out.append(piece[pos:])
+                out.extend(filter(None, splitter(piece)))
             pieces = out
         return pieces
+
+
+def _splitter(pattern: str) -> Callable[[str], list[str]]:
+    """A function returning matches and gaps in order (empty strings allowed)."""
+    try:
+        regex = re.compile(translate(pattern))
+    except re.error as exc:
+        raise UnsupportedTokenizerError(f"pre_tokenizer: bad regex {pattern!r} ({exc})") from exc
+    if regex.groups == 0 and regex.search("") is None:
+        # re.split keeps a captured separator: gap, match, gap, ... all in C.
+        return re.compile(f"({regex.pattern})").split
+
+    def split(piece: str) -> list[str]:
+        out: list[str] = []
+        pos = 0
+        for m in regex.finditer(piece):
+            start, end = m.span()
+            if start < end:  # empty matches split nothing
+                out += (piece[pos:start], piece[start:end])
+                pos = end
+        out.append(piece[pos:])
+        return out
+
+    return split

@@ -29,11 +29,7 @@ class SentencePiece(WordEncoder):
 
     def encode_text(self, text: str) -> list[int]:
         """Encode normalised text; each segment is merged (and cached) independently."""
-        ids: list[int] = []
-        for segment in self._boundaries.split(text):
-            if segment:
-                ids.extend(self.encode(segment))
-        return ids
+        return self.encode_words(filter(None, self._boundaries.split(text)))
 
     def _encode(self, segment: str) -> list[int]:
         get = self.priority.get

@@ -97,6 +97,15 @@ def _spec(**fields: Any) -> dict[str, Any]:
 # --- tokenizer.json -------------------------------------------------------------------
 
 
+# Where a Sequence node keeps its children, per tokenizer.json section.
+_SEQUENCE_KEYS = {
+    "normalizer": "normalizers",
+    "pre_tokenizer": "pretokenizers",
+    "post_processor": "processors",
+    "decoder": "decoders",
+}
+
+
 def _flatten(node: dict[str, Any] | None, field: str) -> list[dict[str, Any]]:
     """A normalizer/pre_tokenizer/decoder tree as a flat list (Sequence unpacked)."""
     if node is None:
@@ -105,10 +114,8 @@ def _flatten(node: dict[str, Any] | None, field: str) -> list[dict[str, Any]]:
         raise SpecError(f"tokenizer.json: {field} is not an object with a type")
     if node["type"] != "Sequence":
         return [node]
-    key = {"normalizer": "normalizers", "pre_tokenizer": "pretokenizers"}.get(field, "decoders")
-    if field == "post_processor":
-        key = "processors"
-    return [leaf for child in node.get(key, []) for leaf in _flatten(child, field)]
+    children = node.get(_SEQUENCE_KEYS[field], [])
+    return [leaf for child in children for leaf in _flatten(child, field)]
 
 
 def _string_pattern(node: dict[str, Any], field: str) -> str:

@@ -30,7 +30,6 @@ class Tokenizer:
         self._pre = PreTokenizer(spec["pre_tokenizer"]["patterns"])
         self._byte_level = spec["byte_level"]
         self._byte_fallback = spec["byte_fallback"]
-        self._strip_leading_space = spec["strip_leading_space"]
         self._model: WordEncoder
         if spec["model"] == "bpe":
             self._model = BPE(
@@ -88,10 +87,7 @@ class Tokenizer:
         model = self._model
         if isinstance(model, SentencePiece):
             return model.encode_text(text)
-        ids: list[int] = []
-        for word in self._pre.split(text):
-            ids.extend(model.encode(word))
-        return ids
+        return model.encode_words(self._pre.split(text))
 
     # --- decoding ---------------------------------------------------------------------
 

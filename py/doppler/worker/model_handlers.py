@@ -24,12 +24,9 @@ def handlers(worker: Worker) -> dict[str, Any]:
     state: dict[str, Any] = {"session": None, "budget": None, "info": None}
 
     def release() -> None:
-        budget = state["budget"]
-        session = state["session"]
-        if session is not None:
-            session.model.destroy()
-        if budget is not None:
-            budget.destroy_remaining()
+        """Drop the model and free every GPU buffer charged to it."""
+        if state["budget"] is not None:
+            state["budget"].destroy_remaining()
         state.update(session=None, budget=None, info=None)
 
     def session() -> Session:

@@ -1,0 +1,1 @@
+"""Mixture-of-Experts support: expert-cache policies and routing traces for the pager."""
