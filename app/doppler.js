@@ -10,6 +10,15 @@ import { DopplerError, WorkerClient } from './protocol.js';
 
 export { DopplerError };
 
+// Ask once that the cache survive storage pressure; only a page (not a worker) may ask.
+// The browser may say no (headless Chromium always does); the cache works either way.
+let persistence = null;
+function requestPersistence() {
+  persistence ??= (globalThis.navigator?.storage?.persist?.() ?? Promise.resolve(false))
+    .catch(() => false);
+  return persistence;
+}
+
 const GPU_OVERRIDES = ['maxStorageBufferBindingSize', 'maxBufferSize', 'disableFeatures'];
 
 export class Doppler {
@@ -43,6 +52,17 @@ export class Doppler {
     this.bootStatus = status;
     worker.onmessage = ({ data }) => client.receive(data);
     worker.onerror = (event) => client.failAll('worker_failed', `worker error: ${event.message}`);
+    // The model cache in this origin's storage (OPFS), shared by every tab:
+    //   list()   -> {models: [{modelId, name, url, totalBytes, storedBytes, complete,
+    //                          lastUsed, inUse, shards}]}
+    //   usage()  -> {available, reason, quota, usage, persisted, cachedBytes, partialBytes,
+    //                shards, models}
+    //   delete(modelIdOrShardHash) -> {deleted, kind, freedBytes}; refuses what a tab uses
+    this.cache = {
+      list: () => client.request('cache.list', {}),
+      usage: () => client.request('cache.usage', {}),
+      delete: (target) => client.request('cache.delete', { target }),
+    };
   }
 
   // What the worker found: Python and Pyodide versions, the GPU (or gpu: null + gpuError).
@@ -54,6 +74,7 @@ export class Doppler {
   // contextLength, signal}. Resolves with what was loaded ({modelId, name, arch, ...}).
   async load(manifestUrl, { onProgress, contextLength, signal } = {}) {
     const url = new URL(manifestUrl, globalThis.location?.href).href;
+    requestPersistence();  // not awaited: Firefox asks the user, and loading need not wait
     return this.client.request('load', { url, contextLength }, {
       signal, onEvent: (event) => onProgress?.(event),
     });

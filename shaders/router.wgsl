@@ -28,7 +28,7 @@
 // scoring = 1, bind any small buffer otherwise), ids (2, u32 [n_tokens, top_k]),
 // weights (3, f32 [n_tokens, top_k]), params (4).
 // Dispatch: (grid_x, ceil(n_tokens / grid_x)), grid_x = min(n_tokens, 65535): one workgroup
-// of WG invocations (a power of two) per token; n_experts <= MAX_EXPERTS.
+// of WG invocations (a power of two) per token; top_k <= n_experts <= MAX_EXPERTS.
 
 struct Params {
   n_tokens: u32,

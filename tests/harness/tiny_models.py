@@ -89,6 +89,13 @@ CHATML = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 CONFIGS["llama_chat"] = {**CONFIGS["llama"], "vocab_size": CHAT_VOCAB}
+CONFIGS["mixtral"] = {
+    **CONFIGS["llama"],
+    "model_type": "mixtral",
+    "num_local_experts": 4,
+    "num_experts_per_tok": 2,
+}
+DENSE = ("gemma3", "llama", "llama3_scaled", "qwen2")
 _CORPUS = [
     "Hello there! How are you today? I am fine, thank you.",
     "The quick brown fox jumps over the lazy dog 12345 times.",

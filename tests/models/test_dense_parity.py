@@ -12,7 +12,7 @@ import pytest
 
 from harness.browser import run_async
 from harness.tiny_models import (
-    CONFIGS,
+    DENSE,
     VOCAB,
     reference_chat_ids,
     reference_greedy,
@@ -42,9 +42,6 @@ def browser_logits(app, url: str, ids: list[int]) -> np.ndarray:
 def max_relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
     scale = np.abs(theirs).max(axis=-1, keepdims=True)
     return float((np.abs(ours - theirs) / scale).max())
-
-
-DENSE = sorted(set(CONFIGS) - {"llama_chat"})
 
 
 @pytest.mark.parametrize("name", DENSE)

@@ -1,14 +1,16 @@
 """Load an RDRR model into GPU memory: manifest → index shards → verified shards → buffers.
 
-Each shard is fetched once, verified, copied into every GPU buffer that holds part of it,
-and dropped, so JS memory holds about one shard at a time whatever the model's size.
+Files come from the storage tier (OPFS cache first, then the manifest's folder and mirrors),
+verified before use. Weight shards are fetched a few at a time; each is copied into every
+GPU buffer that holds part of it as soon as it arrives and then dropped, so JS memory holds
+about ``PARALLEL_SHARDS`` shards at a time whatever the model's size.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +20,13 @@ from doppler.gpu.budget import GpuBudget
 from doppler.gpu.device import Gpu
 from doppler.jsffi import js
 from doppler.model.weights import Piece, Weight, allocate, pieces
-from doppler.storage.http import fetch_buffer, fetch_verified
+from doppler.storage.http import fetch_bytes
+from doppler.storage.progress import LoadProgress
+from doppler.storage.records import ModelRecord
+from doppler.storage.tier import ShardTier
 
 Progress = Callable[[dict[str, Any]], None]
+PARALLEL_SHARDS = 3
 
 
 @dataclass
@@ -32,63 +38,97 @@ class LoadedModel:
     tokenizer_spec: dict[str, Any] | None
 
 
-def _bytes(buffer: Any) -> bytes:
-    return bytes(js.Uint8Array.new(buffer).to_py())
-
-
 def source_bases(manifest_url: str, manifest: Manifest) -> list[str]:
     """Where shards live: the manifest's own folder first, then its mirrors in order."""
     own = manifest_url.split("?", 1)[0].rsplit("/", 1)[0] + "/"
     return [own, *(m if m.endswith("/") else m + "/" for m in manifest.mirrors)]
 
 
+async def run_bounded(jobs: list[Callable[[], Awaitable[None]]], limit: int) -> None:
+    """Run ``jobs`` with at most ``limit`` at once; the first failure cancels the rest."""
+    gate = asyncio.Semaphore(limit)
+
+    async def guarded(job: Callable[[], Awaitable[None]]) -> None:
+        async with gate:
+            await job()
+
+    tasks = [asyncio.ensure_future(guarded(job)) for job in jobs]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 async def load_model(
     manifest_url: str, gpu: Gpu, budget: GpuBudget, progress: Progress
 ) -> LoadedModel:
-    started = time.monotonic()
-    manifest_bytes = _bytes(await fetch_buffer(manifest_url))
+    manifest_bytes = await fetch_bytes(manifest_url)
     manifest = parse_manifest(manifest_bytes)
-    bases = source_bases(manifest_url, manifest)
+    identity = model_id(manifest_bytes)
+    tier = await ShardTier.open(source_bases(manifest_url, manifest), identity)
+    try:
+        return await _load(tier, identity, manifest_url, manifest, gpu, budget, progress)
+    except BaseException:
+        tier.abort()
+        raise
+
+
+async def _load(
+    tier: ShardTier,
+    identity: str,
+    manifest_url: str,
+    manifest: Manifest,
+    gpu: Gpu,
+    budget: GpuBudget,
+    progress: Progress,
+) -> LoadedModel:
+    files = {ref.name: ref.size for ref in manifest.index}
     indexes: list[Index] = []
     for ref in manifest.index:
-        indexes.append(
-            parse_index(_bytes(await fetch_verified(bases, ref.name, ref.size)), ref.name)
-        )
+        fetched = await tier.get(ref.name, ref.size)
+        indexes.append(parse_index(fetched.data.to_bytes(), ref.name))
     tokenizer = None
     if manifest.tokenizer is not None:
-        raw = await fetch_verified(bases, manifest.tokenizer.name, manifest.tokenizer.size)
-        tokenizer = json.loads(_bytes(raw))
+        ref = manifest.tokenizer
+        files[ref.name] = ref.size
+        tokenizer = json.loads((await tier.get(ref.name, ref.size)).data.to_bytes())
 
     limit = gpu.limits["maxStorageBufferBindingSize"]
     weights: dict[str, Weight] = {}
     by_shard: dict[str, list[Piece]] = {}
-    shard_sizes: dict[str, int] = {}
+    shard_index: dict[str, Index] = {}
     for index in indexes:
-        shard_sizes.update({name: info.size for name, info in index.shards.items()})
+        shard_index.update({name: index for name in index.shards})
         for name, entry in index.tensors.items():
             weights[name] = allocate(entry, budget, limit)
             for shard, items in pieces(entry, weights[name]).items():
                 by_shard.setdefault(shard, []).extend(items)
 
-    total = sum(shard_sizes[name] for name in by_shard)
-    done = 0
+    sizes = {shard: shard_index[shard].shards[shard].size for shard in by_shard}
+    files.update(sizes)
+    await tier.reserve(ModelRecord(identity, manifest.name, manifest_url, files, js.Date.now()))
+    tracker = LoadProgress(progress, sizes, caching=tier.caching, note=tier.reason)
     queue = gpu.device.queue
-    for number, (shard, items) in enumerate(by_shard.items(), 1):
-        buffer = await fetch_verified(bases, shard, shard_sizes[shard])
-        for piece in items:
-            queue.writeBuffer(piece.buffer, piece.offset, buffer, piece.shard_offset, piece.size)
-        done += shard_sizes[shard]
-        elapsed = time.monotonic() - started
-        progress(
-            {
-                "type": "progress",
-                "loadedBytes": done,
-                "totalBytes": total,
-                "shards": number,
-                "totalShards": len(by_shard),
-                "source": "network",
-                "bytesPerSecond": done / elapsed if elapsed > 0 else 0,
-            }
-        )
+
+    def upload(shard: str, items: list[Piece]) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            index = shard_index[shard]
+            fetched = await tier.get(
+                shard,
+                sizes[shard],
+                block_size=index.block_size,
+                blocks=index.shards[shard].blocks,
+                on_bytes=lambda count: tracker.received(shard, count),
+            )
+            for piece in items:
+                queue.writeBuffer(
+                    piece.buffer, piece.offset, fetched.data, piece.shard_offset, piece.size
+                )
+            tracker.finished(shard, fetched.source)
+
+        return job
+
+    await run_bounded([upload(s, items) for s, items in by_shard.items()], PARALLEL_SHARDS)
     await queue.onSubmittedWorkDone()
-    return LoadedModel(model_id(manifest_bytes), manifest_url, manifest, weights, tokenizer)
+    return LoadedModel(identity, manifest_url, manifest, weights, tokenizer)

@@ -1,10 +1,14 @@
-"""The dense decoder-only transformer (Llama, Qwen2, Gemma 3) as one prepared GPU plan.
+"""The dense decoder-only transformer (Llama, Qwen2, Gemma 3) as prepared GPU plans.
 
 The architecture config says everything that differs between these families (q/k/v bias,
 q/k norms, post-norms, norm weight offset, activation, sliding layers with their own RoPE
 base, embedding scale, soft-capping, tied embeddings), so one builder serves them; MoE
-feed-forward blocks plug in where :func:`_ffn` is. The plan runs one token per pass; the
-place for a per-layer LoRA delta is after each projection in :func:`_project`.
+feed-forward blocks plug in where :func:`_ffn` is, and the place for a per-layer LoRA delta
+is after each projection in :func:`_project`.
+
+Two plans share the weights and the KV cache: ``decode`` runs one token (its id is the one
+the GPU sampler wrote) and ``prefill`` runs ``PREFILL_TOKENS`` prompt tokens at once with
+matrix-matrix products, so each weight is read once per chunk instead of once per token.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from doppler.errors import DopplerError
+from doppler.errors import BadRequest, DopplerError
 from doppler.format.config import ArchConfig
 from doppler.gpu.budget import GpuBudget
 from doppler.gpu.device import Gpu
@@ -28,6 +32,7 @@ from doppler.model.weights import Weight
 
 DENSE_ARCHS = ("llama", "qwen2", "gemma3")
 RING = 64  # sampled-token ring slots; more than the passes ever in flight
+PREFILL_TOKENS = 8  # tokens per prefill pass
 
 
 class UnsupportedModel(DopplerError):
@@ -35,9 +40,21 @@ class UnsupportedModel(DopplerError):
 
 
 @dataclass
-class Buffers:
-    """Activations for one token (f32) and the per-step inputs the kernels read."""
+class Shared:
+    """State every plan uses: the KV cache, RoPE frequencies, the sampled-token ring."""
 
+    kv: list[tuple[JsProxy, JsProxy]] = field(default_factory=list)
+    inv_freq: dict[str, JsProxy] = field(default_factory=dict)
+    ring: JsProxy | None = None
+
+
+@dataclass
+class Activations:
+    """f32 scratch for ``n`` tokens, plus the pass's inputs: token ids and positions."""
+
+    n: int
+    ids: JsProxy
+    positions: JsProxy
     x: JsProxy
     xn: JsProxy
     q: JsProxy
@@ -53,43 +70,44 @@ class Buffers:
     act: JsProxy
     logits: JsProxy
     logits_readback: JsProxy
-    token: JsProxy
-    ring: JsProxy
-    positions: JsProxy
-    kv: list[tuple[JsProxy, JsProxy]] = field(default_factory=list)
-    inv_freq: dict[str, JsProxy] = field(default_factory=dict)
+
+
+@dataclass
+class Pass:
+    plan: Plan
+    act: Activations
 
 
 @dataclass
 class DenseModel:
-    """A model ready to run: ``forward`` embeds the id in ``buffers.token`` at the position in
-    ``buffers.positions`` and leaves logits; ``sampler`` turns them into the next id on the
-    GPU, which the next ``forward`` reads without a round trip through the CPU."""
+    """A model ready to run. ``decode`` embeds the id in its ``ids`` buffer (where the GPU
+    sampler writes) and leaves logits, which ``sampler`` turns into the next id on the GPU,
+    so consecutive tokens never wait for a round trip through the CPU."""
 
     config: ArchConfig
     context_length: int
     gpu: Gpu
     budget: GpuBudget
-    forward: Plan
+    decode: Pass
+    prefill: Pass
     sampler: Plan
-    buffers: Buffers
-    weights: dict[str, Weight]
+    ring: JsProxy  # where the sampler stores each step's id
     _readbacks: list[JsProxy] = field(default_factory=list)
 
     async def logits(self, ids: list[int]) -> list[list[float]]:
         """Logits after each of ``ids`` (a fresh sequence from position 0)."""
-        rows = []
-        for position, token in enumerate(ids):
-            encoder = self._pass(position, token)
-            vocab_bytes = self.config.vocab_size * 4
-            readback = self.buffers.logits_readback
-            encoder.copyBufferToBuffer(self.buffers.logits, 0, readback, 0, vocab_bytes)
+        rows: list[list[float]] = []
+        for start, count, run in self._passes(len(ids)):
+            encoder = self._record(run, start, ids[start : start + count])
+            readback = run.act.logits_readback
+            nbytes = count * self.config.vocab_size * 4
+            encoder.copyBufferToBuffer(run.act.logits, 0, readback, 0, nbytes)
             self.gpu.device.queue.submit(js_object([encoder.finish()]))
-            await readback.mapAsync(js.GPUMapMode.READ, 0, vocab_bytes)
-            row = js.Float32Array.new(readback.getMappedRange(0, vocab_bytes)).to_py().tolist()
+            await readback.mapAsync(js.GPUMapMode.READ, 0, nbytes)
+            flat = js.Float32Array.new(readback.getMappedRange(0, nbytes)).to_py().tolist()
             readback.unmap()
-            cap = self.config.final_softcap
-            rows.append([cap * math.tanh(v / cap) for v in row] if cap else row)
+            vocab = self.config.vocab_size
+            rows += [self._cap(flat[t * vocab : (t + 1) * vocab]) for t in range(count)]
         return rows
 
     async def generate(
@@ -99,8 +117,10 @@ class DenseModel:
         token is read back, so the GPU never waits for Python; the consumer stops early by
         closing the iterator."""
         queue = self.gpu.device.queue
-        for position, token in enumerate(prompt[:-1]):
-            queue.submit(js_object([self._pass(position, token).finish()]))
+        for start, count, run in self._passes(len(prompt) - 1):
+            queue.submit(
+                js_object([self._record(run, start, prompt[start : start + count]).finish()])
+            )
         in_flight = [self._submit_sampled(len(prompt) - 1, prompt[-1], sampling, 0)]
         for step in range(max_tokens):
             if step + 1 < max_tokens:
@@ -112,25 +132,35 @@ class DenseModel:
             self._readbacks.append(readback)
             yield int(token)
 
-    def _pass(self, position: int, token: int | None) -> JsProxy:
-        """Write the pass's inputs and record the forward plan; ``None`` keeps the id the
-        sampler left in ``buffers.token``."""
+    def _passes(self, count: int) -> list[tuple[int, int, Pass]]:
+        """Cover positions [0, count): full prefill chunks, then single-token passes."""
+        full = count - count % PREFILL_TOKENS
+        chunks = [(s, PREFILL_TOKENS, self.prefill) for s in range(0, full, PREFILL_TOKENS)]
+        return chunks + [(s, 1, self.decode) for s in range(full, count)]
+
+    def _cap(self, row: list[float]) -> list[float]:
+        cap = self.config.final_softcap
+        return [cap * math.tanh(v / cap) for v in row] if cap else row
+
+    def _record(self, run: Pass, start: int, ids: list[int] | None) -> JsProxy:
+        """Write the pass's inputs and record its plan; ``ids=None`` keeps the id the sampler
+        left in the decode pass's ``ids`` buffer."""
         queue = self.gpu.device.queue
-        if token is not None:
-            queue.writeBuffer(self.buffers.token, 0, _u32(token))
-        queue.writeBuffer(self.buffers.positions, 0, _u32(position))
+        if ids is not None:
+            queue.writeBuffer(run.act.ids, 0, _u32(ids))
+        queue.writeBuffer(run.act.positions, 0, _u32(list(range(start, start + run.act.n))))
         encoder = self.gpu.device.createCommandEncoder()
-        self.forward.encode(encoder, self.gpu.device)
+        run.plan.encode(encoder, self.gpu.device)
         return encoder
 
     def _submit_sampled(
         self, position: int, token: int | None, sampling: ops.Sampling, step: int
     ) -> JsProxy:
-        encoder = self._pass(position, token)
+        encoder = self._record(self.decode, position, None if token is None else [token])
         self.sampler.encode(encoder, self.gpu.device, ops.StepState(sampling, step))
         readback = self._readbacks.pop() if self._readbacks else self._new_readback()
         slot = (step % RING) * 4
-        encoder.copyBufferToBuffer(self.buffers.ring, slot, readback, 0, 4)
+        encoder.copyBufferToBuffer(self.ring, slot, readback, 0, 4)
         self.gpu.device.queue.submit(js_object([encoder.finish()]))
         return readback
 
@@ -139,8 +169,8 @@ class DenseModel:
         return self.budget.create_buffer(4, usage, "scratch", "token readback")
 
 
-def _u32(value: int) -> JsProxy:
-    return js.Uint32Array.new(js_object([value]))
+def _u32(values: list[int]) -> JsProxy:
+    return js.Uint32Array.new(js_object(values))
 
 
 async def build_model(
@@ -157,30 +187,58 @@ async def build_model(
         )
     ctx = int(context_length or min(cfg.max_position, 4096))
     if not 1 <= ctx <= cfg.max_position:
-        raise DopplerError(
-            f"contextLength {ctx} is outside 1..{cfg.max_position} for this model", "bad_request"
-        )
-    buffers = _allocate(cfg, ctx, budget)
-    forward = Plan(f"{loaded.manifest.name} forward")
-    _build(forward, cfg, loaded.weights, buffers, ctx)
-    await forward.finish(pipelines, budget)
+        raise BadRequest(f"contextLength {ctx} is outside 1..{cfg.max_position} for this model")
+    shared = _allocate_shared(cfg, ctx, budget)
+    passes = []
+    for n in (1, PREFILL_TOKENS):
+        act = _allocate_activations(cfg, n, budget)
+        plan = Plan(f"{loaded.manifest.name} x{n}")
+        _build(plan, cfg, loaded.weights, act, shared, ctx)
+        await plan.finish(pipelines, budget)
+        passes.append(Pass(plan, act))
+    decode, prefill = passes
     sampler = Plan(f"{loaded.manifest.name} sampler")
-    ops.sample(sampler, buffers.logits, buffers.token, buffers.ring, cfg.vocab_size, RING)
+    ops.sample(sampler, decode.act.logits, decode.act.ids, shared.ring, cfg.vocab_size, RING)
     await sampler.finish(pipelines, budget, ops.StepState(ops.Sampling()))
-    return DenseModel(cfg, ctx, gpu, budget, forward, sampler, buffers, loaded.weights)
+    return DenseModel(cfg, ctx, gpu, budget, decode, prefill, sampler, shared.ring)
 
 
-def _allocate(cfg: ArchConfig, ctx: int, budget: GpuBudget) -> Buffers:
+def _storage(budget: GpuBudget, count: int, label: str, kind: str = "scratch") -> JsProxy:
     usage = js.GPUBufferUsage
-    storage = usage.STORAGE | usage.COPY_DST | usage.COPY_SRC
+    flags = usage.STORAGE | usage.COPY_DST | usage.COPY_SRC
+    return budget.create_buffer(count * 4, flags, kind, label)
 
-    def f32(count: int, label: str, kind: str = "scratch") -> JsProxy:
-        return budget.create_buffer(count * 4, storage, kind, label)
 
-    h, d = cfg.hidden_size, cfg.head_dim
+def _allocate_shared(cfg: ArchConfig, ctx: int, budget: GpuBudget) -> Shared:
+    kv_size = cfg.num_kv_heads * cfg.head_dim
+    shared = Shared(ring=_storage(budget, RING, "sampled tokens"))
+    for layer in range(cfg.num_layers):
+        shared.kv.append(
+            (
+                _storage(budget, kv_size * ctx, f"k cache {layer}", "kv"),
+                _storage(budget, kv_size * ctx, f"v cache {layer}", "kv"),
+            )
+        )
+    for kind, theta, scaling in _rope_bases(cfg):
+        values = inv_freq(cfg.rope.dim, theta, scaling)
+        buffer = _storage(budget, len(values), f"inv_freq {kind}")
+        budget.device.queue.writeBuffer(buffer, 0, js.Float32Array.new(js_object(values)))
+        shared.inv_freq[kind] = buffer
+    return shared
+
+
+def _allocate_activations(cfg: ArchConfig, n: int, budget: GpuBudget) -> Activations:
+    h, d, ff = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
     q_size, kv_size = cfg.num_heads * d, cfg.num_kv_heads * d
-    ff = cfg.intermediate_size
-    buffers = Buffers(
+
+    def f32(count: int, label: str) -> JsProxy:
+        return _storage(budget, n * count, f"{label} x{n}")
+
+    usage = js.GPUBufferUsage
+    return Activations(
+        n=n,
+        ids=f32(1, "token ids"),
+        positions=f32(1, "positions"),
         x=f32(h, "x"),
         xn=f32(h, "xn"),
         q=f32(q_size, "q"),
@@ -196,25 +254,9 @@ def _allocate(cfg: ArchConfig, ctx: int, budget: GpuBudget) -> Buffers:
         act=f32(ff, "act"),
         logits=f32(cfg.vocab_size, "logits"),
         logits_readback=budget.create_buffer(
-            cfg.vocab_size * 4, usage.MAP_READ | usage.COPY_DST, "scratch", "logits readback"
+            n * cfg.vocab_size * 4, usage.MAP_READ | usage.COPY_DST, "scratch", "logits readback"
         ),
-        token=f32(1, "token"),
-        ring=f32(RING, "sampled tokens"),
-        positions=f32(1, "positions"),
     )
-    for layer in range(cfg.num_layers):
-        buffers.kv.append(
-            (
-                f32(kv_size * ctx, f"k cache {layer}", "kv"),
-                f32(kv_size * ctx, f"v cache {layer}", "kv"),
-            )
-        )
-    for kind, theta, scaling in _rope_bases(cfg):
-        values = inv_freq(cfg.rope.dim, theta, scaling)
-        buffer = f32(len(values), f"inv_freq {kind}")
-        budget.device.queue.writeBuffer(buffer, 0, js.Float32Array.new(js_object(values)))
-        buffers.inv_freq[kind] = buffer
-    return buffers
 
 
 def _rope_bases(cfg: ArchConfig) -> list[tuple[str, float, dict[str, Any] | None]]:
@@ -236,59 +278,73 @@ def _rope_bases(cfg: ArchConfig) -> list[tuple[str, float, dict[str, Any] | None
     return bases
 
 
-def _build(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], b: Buffers, ctx: int) -> None:
-    eps, offset = cfg.norm.eps, cfg.norm.weight_offset
-    ops.embed(plan, w["embed.weight"], b.token, b.x, cfg.embedding_scale, 1)
+def _build(
+    plan: Plan,
+    cfg: ArchConfig,
+    w: dict[str, Weight],
+    a: Activations,
+    shared: Shared,
+    ctx: int,
+) -> None:
+    eps, offset, n = cfg.norm.eps, cfg.norm.weight_offset, a.n
+    ops.embed(plan, w["embed.weight"], a.ids, a.x, cfg.embedding_scale, n)
     for layer in range(cfg.num_layers):
         p = f"layers.{layer}."
-        ops.rmsnorm(plan, b.x, w[p + "attn_norm.weight"], b.xn, 1, eps, offset)
-        _attention(plan, cfg, w, b, layer, ctx)
-        _residual(plan, cfg, w, b, p + "post_attn_norm.weight")
-        ops.rmsnorm(plan, b.x, w[p + "ffn_norm.weight"], b.xn, 1, eps, offset)
-        _ffn(plan, cfg, w, b, p + "ffn.")
-        _residual(plan, cfg, w, b, p + "post_ffn_norm.weight")
-    ops.rmsnorm(plan, b.x, w["output_norm.weight"], b.xn, 1, eps, offset)
+        ops.rmsnorm(plan, a.x, w[p + "attn_norm.weight"], a.xn, n, eps, offset)
+        _attention(plan, cfg, w, a, shared, layer, ctx)
+        _residual(plan, cfg, w, a, p + "post_attn_norm.weight")
+        ops.rmsnorm(plan, a.x, w[p + "ffn_norm.weight"], a.xn, n, eps, offset)
+        _ffn(plan, cfg, w, a, p + "ffn.")
+        _residual(plan, cfg, w, a, p + "post_ffn_norm.weight")
+    ops.rmsnorm(plan, a.x, w["output_norm.weight"], a.xn, n, eps, offset)
     head = w["embed.weight"] if cfg.tie_embeddings else w["lm_head.weight"]
-    ops.matvec(plan, head, b.xn, b.logits, 1)
+    ops.matvec(plan, head, a.xn, a.logits, n)
 
 
-def _residual(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], b: Buffers, norm: str) -> None:
+def _residual(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], a: Activations, norm: str) -> None:
     """x += block output (through the post-norm where the model has one, e.g. Gemma)."""
-    h = cfg.hidden_size
+    size = a.n * cfg.hidden_size
     if cfg.norm.post_norms:
-        ops.rmsnorm(plan, b.tmp, w[norm], b.tmp2, 1, cfg.norm.eps, cfg.norm.weight_offset)
-        ops.add(plan, b.tmp2, b.x, h)
+        ops.rmsnorm(plan, a.tmp, w[norm], a.tmp2, a.n, cfg.norm.eps, cfg.norm.weight_offset)
+        ops.add(plan, a.tmp2, a.x, size)
     else:
-        ops.add(plan, b.tmp, b.x, h)
+        ops.add(plan, a.tmp, a.x, size)
 
 
-def _project(plan: Plan, w: dict[str, Weight], name: str, x: JsProxy, y: JsProxy) -> None:
-    ops.matvec(plan, w[name + ".weight"], x, y, 1)
+def _project(plan: Plan, w: dict[str, Weight], name: str, x: JsProxy, y: JsProxy, n: int) -> None:
+    weight = w[name + ".weight"]
+    ops.matvec(plan, weight, x, y, n)
     bias = w.get(name + ".bias")
     if bias is not None:
-        ops.add(plan, bias.parts[0].buffer, y, bias.row_len)
+        ops.add(plan, bias.parts[0].buffer, y, n * weight.rows, period=bias.row_len)
 
 
 def _attention(
-    plan: Plan, cfg: ArchConfig, w: dict[str, Weight], b: Buffers, layer: int, ctx: int
+    plan: Plan,
+    cfg: ArchConfig,
+    w: dict[str, Weight],
+    a: Activations,
+    shared: Shared,
+    layer: int,
+    ctx: int,
 ) -> None:
     p = f"layers.{layer}.attn."
-    d = cfg.head_dim
-    _project(plan, w, p + "q", b.xn, b.q)
-    _project(plan, w, p + "k", b.xn, b.k)
-    _project(plan, w, p + "v", b.xn, b.v)
-    q, k = b.q, b.k
+    n, d = a.n, cfg.head_dim
+    _project(plan, w, p + "q", a.xn, a.q, n)
+    _project(plan, w, p + "k", a.xn, a.k, n)
+    _project(plan, w, p + "v", a.xn, a.v, n)
+    q, k = a.q, a.k
     if cfg.qk_norm == "head":
         eps, offset = cfg.norm.eps, cfg.norm.weight_offset
-        ops.rmsnorm(plan, b.q, w[p + "q_norm.weight"], b.qn, cfg.num_heads, eps, offset)
-        ops.rmsnorm(plan, b.k, w[p + "k_norm.weight"], b.kn, cfg.num_kv_heads, eps, offset)
-        q, k = b.qn, b.kn
+        ops.rmsnorm(plan, a.q, w[p + "q_norm.weight"], a.qn, n * cfg.num_heads, eps, offset)
+        ops.rmsnorm(plan, a.k, w[p + "k_norm.weight"], a.kn, n * cfg.num_kv_heads, eps, offset)
+        q, k = a.qn, a.kn
     sliding = cfg.layer_types[layer] == "sliding"
-    freqs = b.inv_freq["sliding" if sliding else "full"]
-    rope_shape = (1, cfg.num_heads, cfg.num_kv_heads, d, cfg.rope.dim)
-    ops.rope(plan, b.positions, freqs, q, k, rope_shape, cfg.rope.style == "interleaved")
+    freqs = shared.inv_freq["sliding" if sliding else "full"]
+    rope_shape = (n, cfg.num_heads, cfg.num_kv_heads, d, cfg.rope.dim)
+    ops.rope(plan, a.positions, freqs, q, k, rope_shape, cfg.rope.style == "interleaved")
     shape = ops.AttentionShape(
-        n_tokens=1,
+        n_tokens=n,
         n_heads=cfg.num_heads,
         n_kv_heads=cfg.num_kv_heads,
         head_dim=d,
@@ -297,13 +353,14 @@ def _attention(
         scale=cfg.attn_scale,
         softcap=cfg.attn_softcap or 0.0,
     )
-    ops.kv_write(plan, k, b.v, b.positions, b.kv[layer], shape)
-    ops.attention(plan, q, b.kv[layer], b.positions, b.attn, shape)
-    _project(plan, w, p + "o", b.attn, b.tmp)
+    ops.kv_write(plan, k, a.v, a.positions, shared.kv[layer], shape)
+    ops.attention(plan, q, shared.kv[layer], a.positions, a.attn, shape)
+    _project(plan, w, p + "o", a.attn, a.tmp, n)
 
 
-def _ffn(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], b: Buffers, p: str) -> None:
-    ops.matvec(plan, w[p + "gate.weight"], b.xn, b.gate, 1)
-    ops.matvec(plan, w[p + "up.weight"], b.xn, b.up, 1)
-    ops.gated(plan, b.gate, b.up, b.act, cfg.intermediate_size, cfg.activation)
-    ops.matvec(plan, w[p + "down.weight"], b.act, b.tmp, 1)
+def _ffn(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], a: Activations, p: str) -> None:
+    n = a.n
+    ops.matvec(plan, w[p + "gate.weight"], a.xn, a.gate, n)
+    ops.matvec(plan, w[p + "up.weight"], a.xn, a.up, n)
+    ops.gated(plan, a.gate, a.up, a.act, n * cfg.intermediate_size, cfg.activation)
+    ops.matvec(plan, w[p + "down.weight"], a.act, a.tmp, n)

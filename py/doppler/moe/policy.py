@@ -215,51 +215,74 @@ class LRU(CachePolicy):
         raise CacheTooSmall("no evictable expert")  # unreachable after can_make_room
 
 
+_Entry = tuple[tuple[float, ...], Key]
+
+
 class _HeapPolicy(CachePolicy):
     """A policy ranking experts by a per-key priority, lowest evicted first.
 
-    The heap is lazy: a key's entry is live only while it equals ``_priority[key]``, so
-    updating a priority is one push and stale entries are dropped when popped.
+    Heaps are lazy: an entry is live only while its key is resident and its priority equals
+    ``_priority[key]``, so an update is one push and an eviction needs no removal. Keys may be
+    spread over several heaps (``_heap_index``) when the ranking is only comparable within one.
     """
-
-    def __init__(self, capacity_bytes: int, sizes: Mapping[Key, int]) -> None:
-        super().__init__(capacity_bytes, sizes)
-        self._priority: dict[Key, tuple[float, ...]] = {}
-        self._heap: list[tuple[tuple[float, ...], Key]] = []
-
-    def _set_priority(self, key: Key, priority: tuple[float, ...]) -> None:
-        self._priority[key] = priority
-        if key in self._resident and key not in self._pinned:
-            heapq.heappush(self._heap, (priority, key))
 
     _UNSEEN: ClassVar[tuple[float, ...]] = (-math.inf, -math.inf)
     """Priority of a key admitted without ever being requested (a prefetch): evicted first
     unless a request confirms it."""
 
+    def __init__(self, capacity_bytes: int, sizes: Mapping[Key, int]) -> None:
+        super().__init__(capacity_bytes, sizes)
+        self._priority: dict[Key, tuple[float, ...]] = {}
+        self._heaps: list[list[_Entry]] = [[]]
+
+    def _heap_index(self, key: Key) -> int:
+        return 0
+
+    def _push(self, key: Key, priority: tuple[float, ...]) -> None:
+        heapq.heappush(self._heaps[self._heap_index(key)], (priority, key))
+
+    def _set_priority(self, key: Key, priority: tuple[float, ...]) -> None:
+        self._priority[key] = priority
+        if key in self._resident and key not in self._pinned:
+            self._push(key, priority)
+
     def _on_admit(self, key: Key) -> None:
-        heapq.heappush(self._heap, (self._priority_on_admit(key), key))
+        self._push(key, self._priority_on_admit(key))
 
     def _priority_on_admit(self, key: Key) -> tuple[float, ...]:
         return self._priority.setdefault(key, self._UNSEEN)
 
+    def _best(self, heap: list[_Entry]) -> _Entry | None:
+        """The lowest live evictable entry of ``heap``, left in place (eviction makes it stale)."""
+        in_use: list[_Entry] = []
+        best = None
+        while heap:
+            priority, key = heap[0]
+            if key not in self._resident or key in self._pinned:
+                heapq.heappop(heap)
+            elif self._priority.get(key) != priority:
+                heapq.heappop(heap)
+            elif key in self._in_use:
+                in_use.append(heapq.heappop(heap))
+            else:
+                best = heap[0]
+                break
+        for entry in in_use:
+            heapq.heappush(heap, entry)
+        return best
+
     def _pop_victim(self) -> Key:
-        in_use: list[tuple[tuple[float, ...], Key]] = []
-        try:
-            while self._heap:
-                entry = heapq.heappop(self._heap)
-                priority, key = entry
-                if self._priority.get(key) != priority or key not in self._resident:
-                    continue  # stale entry
-                if key in self._pinned:
-                    continue
-                if key in self._in_use:
-                    in_use.append(entry)
-                    continue
-                return key
-        finally:
-            for entry in in_use:
-                heapq.heappush(self._heap, entry)
-        raise CacheTooSmall("no evictable expert")  # unreachable after can_make_room
+        best = self._best(self._heaps[0])
+        if best is None:
+            raise CacheTooSmall("no evictable expert")  # unreachable after can_make_room
+        return best[1]
+
+
+def _bump_log_count(old: tuple[float, ...] | None, now: float) -> float:
+    """Add one use to a decayed count stored as ``log2(count) + now``; ``now`` is in
+    half-lives. Comparing stored values compares counts decayed to any common time."""
+    decayed = 0.0 if old is None else 2.0 ** (old[0] - now)
+    return now + math.log2(decayed + 1.0)
 
 
 class LFUDecay(_HeapPolicy):
@@ -269,8 +292,7 @@ class LFUDecay(_HeapPolicy):
     soon as a token passes them by; a decayed count keeps them while still following drift
     in topic. The count halves every ``half_life`` requests (token-layer steps) and is kept
     for evicted experts too, so a popular expert returns with its history. Ties go to the
-    least recently used. Stored as ``log2(count) + tick / half_life`` so decay never has to
-    touch every key: comparing that value compares the decayed counts.
+    least recently used.
     """
 
     name = "lfu-decay"
@@ -284,9 +306,67 @@ class LFUDecay(_HeapPolicy):
     def _record(self, keys: Sequence[Key]) -> None:
         now = self._tick / self.half_life
         for key in keys:
-            old = self._priority.get(key)
-            decayed = 0.0 if old is None else 2.0 ** (old[0] - now)
-            self._set_priority(key, (now + math.log2(decayed + 1.0), self._tick))
+            self._set_priority(key, (_bump_log_count(self._priority.get(key), now), self._tick))
+
+
+class CycleLFU(LFUDecay):
+    """Decayed counts plus the one thing a pager knows for sure: layers run in a cycle.
+
+    Why: every token visits layers 0..L-1 in order, so an expert of the layer just computed
+    cannot be needed for L-1 steps while one of the next layer may be needed at once. LRU
+    gets this exactly backwards (it keeps the layer just used and evicts the next one, so it
+    collapses when the cache holds less than a token's experts). This policy estimates each
+    expert's next use as ``steps until its layer runs + L * (1/p - 1)``, where ``p`` is its
+    per-visit use rate from the decayed count, and evicts the latest (Belady with estimates).
+    Only each layer's least-used expert can be the latest, so a victim costs O(layers).
+    """
+
+    name = "cycle-lfu"
+
+    def __init__(
+        self, capacity_bytes: int, sizes: Mapping[Key, int], half_life: float, num_layers: int
+    ) -> None:
+        super().__init__(capacity_bytes, sizes, half_life)
+        self._heaps = [[] for _ in range(num_layers)]
+        self.num_layers = num_layers
+        # A count that gains 1 per visit tends to 1 / (1 - 2**(-L / half_life)).
+        self._rate_scale = 1.0 - 2.0 ** (-num_layers / half_life)
+        self._layer = -1  # layer of the last request
+        self._candidates: list[tuple[float, Key] | None] | None = None
+
+    def _heap_index(self, key: Key) -> int:
+        if not 0 <= key[0] < self.num_layers:
+            raise ProtocolError(f"{key!r}: layer outside num_layers={self.num_layers}")
+        return key[0]
+
+    def _forget(self, key: Key) -> None:
+        self._candidates = None  # a pinned expert may have been a candidate
+
+    def _record(self, keys: Sequence[Key]) -> None:
+        super()._record(keys)
+        if keys:
+            self._layer = keys[0][0]
+        self._candidates = None  # estimates are fixed within a step: computed once, lazily
+
+    def _candidate(self, layer: int) -> tuple[float, Key] | None:
+        """``(estimated next use, key)`` of the layer's least-used evictable expert."""
+        best = self._best(self._heaps[layer])
+        if best is None:
+            return None
+        rate = min(1.0, 2.0 ** (best[0][0] - self._tick / self.half_life) * self._rate_scale)
+        until_layer = (layer - self._layer - 1) % self.num_layers + 1
+        return (until_layer + self.num_layers * (1.0 / rate - 1.0) if rate else math.inf, best[1])
+
+    def _pop_victim(self) -> Key:
+        if self._candidates is None:
+            self._candidates = [self._candidate(layer) for layer in range(self.num_layers)]
+        live = [c for c in self._candidates if c is not None]
+        if not live:
+            raise CacheTooSmall("no evictable expert")  # unreachable after can_make_room
+        key = max(live)[1]
+        self._resident.discard(key)  # early, so the layer's refreshed candidate is another key
+        self._candidates[key[0]] = self._candidate(key[0])
+        return key
 
 
 class LRU2(_HeapPolicy):

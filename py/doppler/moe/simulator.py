@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from doppler.moe.policy import LRU, LRU2, Belady, CachePolicy, Key, LFUDecay
+from doppler.moe.policy import LRU, LRU2, Belady, CachePolicy, CycleLFU, Key, LFUDecay
 from doppler.moe.traces import Trace
 
 
@@ -186,6 +186,9 @@ def policy_factories(half_life_tokens: float) -> dict[str, PolicyFactory]:
         LRU2.name: lambda cap, sizes, trace: LRU2(cap, sizes),
         LFUDecay.name: lambda cap, sizes, trace: LFUDecay(
             cap, sizes, half_life=half_life_tokens * trace.num_layers
+        ),
+        CycleLFU.name: lambda cap, sizes, trace: CycleLFU(
+            cap, sizes, half_life=half_life_tokens * trace.num_layers, num_layers=trace.num_layers
         ),
         Belady.name: lambda cap, sizes, trace: Belady(cap, sizes, trace.requests()),
     }

@@ -17,7 +17,7 @@ from doppler.errors import DopplerError, GpuUnavailable
 from doppler.gpu.device import Gpu, Overrides, acquire
 from doppler.gpu.shaders import PipelineCache, ShaderLibrary
 from doppler.jsffi import js, js_object, to_py
-from doppler.worker import debug_handlers, model_handlers
+from doppler.worker import cache_handlers, debug_handlers, model_handlers
 from doppler.worker.protocol import Dispatcher, Emit
 
 
@@ -61,6 +61,7 @@ class Worker:
             "status": status,
             **model_handlers.handlers(self),
             **debug_handlers.handlers(self),
+            **cache_handlers.handlers(self),
         }
 
 

@@ -58,6 +58,7 @@ def handlers(worker: Worker) -> dict[str, Any]:
             "contextLength": model.context_length,
             "hasTokenizer": tokenizer is not None,
             "gpuBytes": dict(budget.used),
+            "splitTensors": sorted(n for n, w in loaded.weights.items() if len(w.parts) > 1),
         }
         return state["info"]
 

@@ -1,0 +1,62 @@
+// The storage tiers as Python sees them (`from doppler_js import storage`): one OPFS store per
+// worker, the network fetcher, quota figures, and Web Locks that mark models in use so that
+// no tab evicts shards another tab is loading or running.
+
+import { ShardStore } from './opfs.js';
+import { getShard as fetchShard } from './fetch.js';
+
+export { sha256Hex } from './fetch.js';
+
+const LOCK_PREFIX = 'doppler-model:';
+let opened = null;   // Promise of {store, reason}
+let held = null;     // {modelId, release} of the model this worker holds
+
+export function openStore() {
+  opened ??= ShardStore.open();
+  return opened;
+}
+
+// spec: {name, size, blockSize, blocks (hex string or null), sources, signal, onBytes,
+// attempts, backoffMs, useCache (false: neither read nor write OPFS)}
+export async function getShard(spec) {
+  const { store } = spec.useCache ? await openStore() : { store: null };
+  return fetchShard(store, spec);
+}
+
+// Quota figures; `persisted` is readable here, but only the page can request persist().
+export async function estimate() {
+  const { quota = 0, usage = 0 } = (await navigator.storage?.estimate?.()) ?? {};
+  const persisted = (await navigator.storage?.persisted?.()) ?? false;
+  return { quota, usage, persisted };
+}
+
+// Hold a shared Web Lock naming this model until the next call (one model per worker).
+export async function holdModel(modelId) {
+  if (held?.modelId === modelId) return;
+  releaseModel();
+  if (!navigator.locks || modelId === null) return;
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  await new Promise((granted) => {
+    navigator.locks.request(LOCK_PREFIX + modelId, { mode: 'shared' }, () => { granted(); return gate; });
+  });
+  held = { modelId, release };
+}
+
+export function releaseModel() {
+  held?.release();
+  held = null;
+}
+
+// Stop marking `modelId` as in use by this worker (the page asked to delete it).
+export function releaseIfHeld(modelId) {
+  if (held?.modelId === modelId) releaseModel();
+}
+
+// Model ids that any tab or worker of this origin holds right now.
+export async function modelsInUse() {
+  if (!navigator.locks) return held ? [held.modelId] : [];
+  const { held: locks = [] } = await navigator.locks.query();
+  return [...new Set(locks.map((l) => l.name).filter((n) => n.startsWith(LOCK_PREFIX))
+    .map((n) => n.slice(LOCK_PREFIX.length)))];
+}

@@ -1,0 +1,86 @@
+"""One load's source of verified files: the OPFS cache when there is one, then the
+network sources in order (``app/storage/fetch.js`` does the streaming and verifying).
+
+A tier also marks its model in use (a Web Lock, so no tab evicts it) and owns the
+AbortController that stops every fetch of the load when the load is cancelled or fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from doppler_js import storage  # type: ignore[import-not-found]
+from pyodide.ffi import create_proxy  # type: ignore[import-not-found]
+
+from doppler.jsffi import JsProxy, js, js_object
+from doppler.storage.cache import Cache
+from doppler.storage.errors import from_code
+from doppler.storage.records import ModelRecord
+
+
+@dataclass
+class Fetched:
+    data: JsProxy  # Uint8Array of the whole verified file
+    source: str  # "cache" or "network"
+    cached: bool  # the file is now in OPFS
+
+
+class ShardTier:
+    def __init__(self, bases: list[str], cache: Cache | None, reason: str | None) -> None:
+        self.bases = bases
+        self.cache = cache
+        self.reason = reason
+        self.controller = js.AbortController.new()
+
+    @staticmethod
+    async def open(bases: list[str], model_id: str) -> ShardTier:
+        cache, reason = await Cache.open()
+        await storage.holdModel(model_id)
+        note = None if cache else f"caching is off: this browser gives no usable storage ({reason})"
+        return ShardTier(bases, cache, note)
+
+    @property
+    def caching(self) -> bool:
+        return self.cache is not None
+
+    async def reserve(self, record: ModelRecord) -> None:
+        """Record the model in the cache and make room for it (no-op without a cache)."""
+        if self.cache is not None:
+            await self.cache.reserve(record)
+
+    async def get(
+        self,
+        name: str,
+        size: int,
+        *,
+        block_size: int | None = None,
+        blocks: str | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Fetched:
+        """The verified bytes of ``<name>.bin``; ``blocks`` (the index's block hashes)
+        lets a download be verified, persisted and resumed block by block."""
+        progress = create_proxy(lambda count: on_bytes(int(count))) if on_bytes else None
+        spec = {
+            "name": name,
+            "size": size,
+            "blockSize": block_size,
+            "blocks": blocks,
+            "sources": self.bases,
+            "signal": self.controller.signal,
+            "onBytes": progress,
+            "useCache": self.cache is not None,
+        }
+        try:
+            result = await storage.getShard(js_object(spec))
+        finally:
+            if progress is not None:
+                progress.destroy()
+        if not result.ok:
+            raise from_code(str(result.code), str(result.message))
+        return Fetched(result.data, str(result.source), bool(result.cached))
+
+    def abort(self) -> None:
+        """Stop every fetch of this load and stop marking the model in use."""
+        self.controller.abort()
+        storage.releaseModel()

@@ -1,0 +1,162 @@
+// Mixture-of-Experts FFN with the routing read from GPU buffers (router.wgsl's ids and
+// weights), so a fully resident model decodes with no readback. For token t and its choice
+// j < top_k (pair p = t * top_k + j, expert e = expert_ids[p], weight w = expert_weights[p]):
+//   gate_up: h[p, r] = act(W_gate[e][r] . x[t]) * (W_up[e][r] . x[t])          r < ff
+//   down:    y[t, r] = (accumulate ? y[t, r] : 0) + sum_j w * (W_down[e][r] . h[p])  r < hidden
+// act = SiLU (Mixtral, Qwen-MoE, OLMoE, DeepSeek) or GELU-tanh. `down` owns whole output
+// rows and loops over the k experts itself, so there are no float atomics and no races;
+// accumulate = 1 adds the MoE output into y (the residual stream, or a shared expert's
+// output) in the same pass. Weights: any layout of dequant.wgsl (one LAYOUT_<NAME> flag per
+// pipeline; gate_up and down may use different layouts), f32 activations and accumulation.
+//
+// Expert addressing: every expert's weights for one entry lie in the single bound `weight`
+// buffer. expert_offset_words[e] is the u32-word offset of expert e's slot in that buffer,
+// indexed by expert id; inside a slot the projection sits at proj_word (gate or down) and,
+// for gate_up, the up projection at up_word, each a packed (rows, cols) tensor of row_words
+// words per row (Layout.row_bytes(cols) / 4; docs/layouts.md). The expert pager owns the
+// table: when it uploads expert e into a GPU cache slot it writes that slot's offset to
+// entry e, so the table maps expert id -> slot and nothing else changes. A slot may hold all
+// three projections of an expert (bind the same buffer and table to both entries, proj_word
+// = 0 / up_word = ff * row_words for gate_up and proj_word = 2 * ff * row_words for down), or
+// gate/up and down may live in separate buffers with a table each. An entry must point at
+// a resident expert for every id the router can emit before the dispatch.
+//
+// Work split (decode and prefill alike): each workgroup computes ROWS_PER_WG rows for one
+// (token, choice) pair (gate_up) or one token (down), WG / ROWS_PER_WG invocations per row
+// striding over the row's chunks, as in matvec_quant.wgsl. Prefill therefore decodes an
+// expert's rows once per token routed to it; grouping tokens by expert (a matmat tile per
+// expert) is a later optimisation.
+//
+// Dispatch: (grid_x, ceil(G / grid_x)), grid_x = min(G, 65535), with R = ceil(rows /
+// ROWS_PER_WG) and G = R * n_tokens * top_k (gate_up) or R * n_tokens (down); workgroup g =
+// wid.y * grid_x + wid.x takes row group g % R of pair / token g / R. WG a power of two.
+// Bindings: weight (0, u32 words), expert_offset_words (1, u32 [n_experts]), expert_ids
+// (2, u32 [n_tokens, top_k]), expert_weights (3, f32 [n_tokens, top_k]; down only), src (4:
+// gate_up x f32 [n_tokens, hidden], down h f32 [n_tokens, top_k, ff]), dst (5: gate_up h,
+// down y f32 [n_tokens, hidden]), params (6).
+
+struct Params {
+  n_tokens: u32,
+  top_k: u32,
+  rows: u32,        // output rows per expert: gate_up ff, down hidden
+  cols: u32,        // logical row length: gate_up hidden, down ff
+  grid_x: u32,      // workgroups along x (see Dispatch)
+  row_words: u32,   // Layout.row_bytes(cols) / 4
+  plane1: u32,      // word offsets in a row of the layout's 2nd and 3rd planes (else 0)
+  plane2: u32,
+  proj_word: u32,   // word offset in an expert's slot of W_gate (gate_up) or W_down (down)
+  up_word: u32,     // gate_up: word offset in an expert's slot of W_up; down ignores it
+  act: u32,         // gate_up: 0 = SiLU, 1 = GELU-tanh; down ignores it
+  accumulate: u32,  // down: 1 adds into y, 0 overwrites it; gate_up ignores it
+}
+
+const ACT_GELU_TANH: u32 = 1u;
+
+@group(0) @binding(0) var<storage, read> weight: array<u32>;
+@group(0) @binding(1) var<storage, read> expert_offset_words: array<u32>;
+@group(0) @binding(2) var<storage, read> expert_ids: array<u32>;
+@group(0) @binding(3) var<storage, read> expert_weights: array<f32>;
+@group(0) @binding(4) var<storage, read> src: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+override WG: u32 = 64;
+override ROWS_PER_WG: u32 = 8;  // rows per workgroup (a power of two dividing WG)
+
+#include "dequant.wgsl"
+#include "reduce.wgsl"
+
+fn silu(v: f32) -> f32 {
+  return v / (1.0 + exp(-v));
+}
+
+fn gelu_tanh(v: f32) -> f32 {
+  // tanh saturates to +-1 in f32 beyond |u| = 9; clamping keeps exp-based tanh finite.
+  let u = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -9.0, 9.0);
+  return 0.5 * v * (1.0 + tanh(u));
+}
+
+// Sum over one decoded chunk of w[i] * src[src_base + k0 + i], masking past the row's end.
+fn chunk_dot(w: ptr<function, array<f32, CHUNK>>, src_base: u32, k0: u32) -> f32 {
+  var sum = 0.0;
+  let count = min(CHUNK, params.cols - k0);
+  for (var i = 0u; i < count; i++) { sum += (*w)[i] * src[src_base + k0 + i]; }
+  return sum;
+}
+
+fn chunks() -> u32 {
+  return (params.cols + CHUNK - 1u) / CHUNK;
+}
+
+// This lane's share of (row at word `row_word`) . src[src_base ..]: chunks lane, lane + lanes..
+fn lane_dot(row_word: u32, src_base: u32, lane: u32) -> f32 {
+  var sum = 0.0;
+  for (var c = lane; c < chunks(); c += WG / ROWS_PER_WG) {
+    var w = decode_chunk(row_word, c, params.plane1, params.plane2);
+    sum += chunk_dot(&w, src_base, c * CHUNK);
+  }
+  return sum;
+}
+
+// Sum of v over the WG / ROWS_PER_WG consecutive invocations that share a row; all get it.
+fn row_sum(lid: u32, v: f32) -> f32 {
+  let lanes = WG / ROWS_PER_WG;
+  red[lid] = v;
+  workgroupBarrier();
+  for (var stride = lanes / 2u; stride > 0u; stride /= 2u) {
+    if (lid % lanes < stride) { red[lid] += red[lid + stride]; }
+    workgroupBarrier();
+  }
+  let total = red[lid - lid % lanes];
+  workgroupBarrier();
+  return total;
+}
+
+fn row_groups() -> u32 {
+  return (params.rows + ROWS_PER_WG - 1u) / ROWS_PER_WG;
+}
+
+@compute @workgroup_size(WG)
+fn gate_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.y * params.grid_x + wid.x;
+  let pair = g / row_groups();
+  if (pair >= params.n_tokens * params.top_k) { return; }
+  let lanes = WG / ROWS_PER_WG;
+  let r = (g % row_groups()) * ROWS_PER_WG + lid / lanes;
+  let slot = expert_offset_words[expert_ids[pair]];
+  let x_base = (pair / params.top_k) * params.cols;
+  var gate = 0.0;
+  var up = 0.0;
+  if (r < params.rows) {
+    gate = lane_dot(slot + params.proj_word + r * params.row_words, x_base, lid % lanes);
+    up = lane_dot(slot + params.up_word + r * params.row_words, x_base, lid % lanes);
+  }
+  gate = row_sum(lid, gate);
+  up = row_sum(lid, up);
+  if (lid % lanes == 0u && r < params.rows) {
+    let a = select(silu(gate), gelu_tanh(gate), params.act == ACT_GELU_TANH);
+    dst[pair * params.rows + r] = a * up;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.y * params.grid_x + wid.x;
+  let t = g / row_groups();
+  if (t >= params.n_tokens) { return; }
+  let lanes = WG / ROWS_PER_WG;
+  let r = (g % row_groups()) * ROWS_PER_WG + lid / lanes;
+  var sum = 0.0;
+  if (r < params.rows) {
+    for (var j = 0u; j < params.top_k; j++) {
+      let pair = t * params.top_k + j;
+      let row_word = expert_offset_words[expert_ids[pair]] + params.proj_word + r * params.row_words;
+      sum += expert_weights[pair] * lane_dot(row_word, pair * params.cols, lid % lanes);
+    }
+  }
+  let total = row_sum(lid, sum);
+  if (lid % lanes == 0u && r < params.rows) {
+    let out = t * params.rows + r;
+    dst[out] = select(0.0, dst[out], params.accumulate == 1u) + total;
+  }
+}

@@ -1,0 +1,70 @@
+"""Fallbacks and clear errors of the dense runtime, on tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.browser import PageError, run_async
+from harness.tiny_models import reference_logits
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PROMPT = [5, 9, 77, 3, 101, 64, 12, 7, 90, 2, 44]
+
+
+def test_split_bindings_without_subgroups_match_transformers(app, model_server, tiny_models):
+    """A binding limit smaller than the embedding forces row-split weights; subgroups off."""
+    result = run_async(
+        app,
+        """
+        const [url, ids] = args;
+        const { Doppler } = await import('./app/doppler.js');
+        const limited = await Doppler.create({
+          maxStorageBufferBindingSize: 8192, disableFeatures: ['subgroups'] });
+        try {
+          const info = await limited.load(url, {contextLength: 32});
+          const scored = await limited.score({tokenIds: ids, returnLogits: true});
+          return {info, logits: scored.logits, features: limited.status().gpu.features};
+        } finally {
+          limited.terminate();
+        }
+        """,
+        f"{model_server}gemma3/manifest.json",
+        PROMPT,
+    )
+    assert "subgroups" not in result["features"]
+    assert "embed.weight" in result["info"]["splitTensors"]  # 128 x 64 f32 = 32 KiB > 8 KiB
+    ours = np.array(result["logits"])
+    theirs = reference_logits(tiny_models["gemma3"], PROMPT)
+    scale = np.abs(theirs).max(axis=-1, keepdims=True)
+    assert float((np.abs(ours - theirs) / scale).max()) < 1e-4
+
+
+def test_prompt_longer_than_the_context_is_refused(app, model_server):
+    with pytest.raises(PageError) as info:
+        run_async(
+            app,
+            """
+            await doppler.load(args[0], {contextLength: 8});
+            for await (const e of doppler.generate({tokenIds: args[1]}, {maxTokens: 4})) {}
+            """,
+            f"{model_server}llama/manifest.json",
+            PROMPT,
+        )
+    assert info.value.code == "context_full"
+    assert "11 tokens do not fit the context of 8" in info.value.message
+
+
+def test_unknown_or_unsupported_architecture_is_named(app, model_server):
+    with pytest.raises(PageError) as info:
+        run_async(app, "await doppler.load(args[0]);", f"{model_server}mixtral/manifest.json")
+    assert info.value.code == "unsupported_architecture"
+    assert "'mixtral'" in info.value.message
+
+
+def test_generate_without_a_model_says_so(app):
+    run_async(app, "await doppler.unload();")
+    with pytest.raises(PageError) as info:
+        run_async(app, "for await (const e of doppler.generate({tokenIds: [1, 2]})) {}")
+    assert info.value.code == "no_model"
