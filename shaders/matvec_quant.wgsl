@@ -1,3 +1,7 @@
+#if HAS_SUBGROUPS
+enable subgroups;
+diagnostic(off, subgroup_uniformity);
+#endif
 // Products with packed weights (every layout of dequant.wgsl, selected by one LAYOUT_<NAME>
 // flag), f32 activations and f32 accumulation:
 //   matvec: y[row0 + r]                  = sum_k W[r, k] x[k]          (decode)
@@ -56,6 +60,40 @@ fn chunks() -> u32 {
   return (params.cols + CHUNK - 1u) / CHUNK;
 }
 
+#if HAS_SUBGROUPS
+// With subgroups, each subgroup takes rows of this workgroup's ROWS_PER_WG from a counter
+// (so neither the subgroup size nor how invocations map to subgroups matters), strides
+// over a row's chunks with its lanes and sums them with subgroupAdd: no workgroup barriers.
+var<workgroup> next_row: atomic<u32>;
+
+@compute @workgroup_size(WG)
+fn matvec(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(subgroup_invocation_id) lane: u32,
+  @builtin(subgroup_size) lanes: u32,
+) {
+  if (lid == 0u) { atomicStore(&next_row, 0u); }
+  workgroupBarrier();
+  let first = (wid.y * params.grid_x + wid.x) * ROWS_PER_WG;
+  loop {
+    var claimed = 0u;
+    if (subgroupElect()) { claimed = atomicAdd(&next_row, 1u); }
+    let i = subgroupBroadcastFirst(claimed);
+    if (i >= ROWS_PER_WG) { break; }
+    let r = first + i;
+    var sum = 0.0;
+    if (r < params.rows) {
+      for (var c = lane; c < chunks(); c += lanes) {
+        var w = decode_chunk(r * params.row_words, c, params.plane1, params.plane2);
+        sum += chunk_dot(&w, 0u, c * CHUNK);
+      }
+    }
+    let total = subgroupAdd(sum);
+    if (lane == 0u && r < params.rows) { y[params.row0 + r] = total; }
+  }
+}
+#else
 @compute @workgroup_size(WG)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   // ROWS_PER_WG rows per workgroup, LANES = WG / ROWS_PER_WG invocations per row: short rows
@@ -78,6 +116,7 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   }
   if (lane == 0u && r < params.rows) { y[params.row0 + r] = red[lid]; }
 }
+#endif
 
 @compute @workgroup_size(WG)
 fn matmat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

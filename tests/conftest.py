@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 import build  # noqa: E402
 from tools.static_server import serving  # noqa: E402
 
-from harness.browser import chromium, open_app  # noqa: E402
+from harness.browser import chromium, open_app, run_async  # noqa: E402
 from harness.kernels import KernelHarness  # noqa: E402
 
 
@@ -51,3 +51,23 @@ def app(browser: Any, site_url: str) -> Any:
 @pytest.fixture(scope="session")
 def kernels(app: Any) -> KernelHarness:
     return KernelHarness(app)
+
+
+@pytest.fixture(scope="session")
+def kernels_without_subgroups(app: Any) -> KernelHarness:
+    """A second Doppler in the same page, on a device without ``subgroups``: the fallback."""
+    run_async(
+        app,
+        """
+        const { Doppler } = await import('./app/doppler.js');
+        window.dopplerNoSubgroups = await Doppler.create({disableFeatures: ['subgroups']});
+        """,
+    )
+    return KernelHarness(app, "dopplerNoSubgroups")
+
+
+@pytest.fixture(params=["subgroups", "no-subgroups"])
+def kernel_variants(request: pytest.FixtureRequest) -> KernelHarness:
+    """Both variants of a kernel that has a subgroup fast path."""
+    name = "kernels" if request.param == "subgroups" else "kernels_without_subgroups"
+    return request.getfixturevalue(name)

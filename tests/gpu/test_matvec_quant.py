@@ -101,20 +101,20 @@ def shapes(layout):
 @pytest.mark.parametrize(
     ("layout", "shape"), [(lay, s) for lay in LAYOUTS for s in shapes(lay)], ids=str
 )
-def test_matvec_matches_numpy(kernels, layout, shape):
+def test_matvec_matches_numpy(kernel_variants, layout, shape):
     packed, weights, x = case(layout, *shape)
-    check(run(kernels, layout, packed, shape, x[0]), weights, x)
+    check(run(kernel_variants, layout, packed, shape, x[0]), weights, x)
 
 
 @pytest.mark.parametrize(
     ("layout", "rows_per_wg", "wg"),
     [("q4_1", 1, 64), ("q6_k", 4, 32), ("f16", 64, 64), ("q5_0", 16, 128)],
 )
-def test_matvec_rows_per_workgroup(kernels, layout, rows_per_wg, wg):
+def test_matvec_rows_per_workgroup(kernel_variants, layout, rows_per_wg, wg):
     """Any power-of-two split of the workgroup between rows gives the same product."""
     rows, cols = (37, 768) if layout in KQUANTS else (70, 577 if layout == "f16" else 576)
     packed, weights, x = case(layout, rows, cols)
-    got = run(kernels, layout, packed, (rows, cols), x[0], rows_per_wg=rows_per_wg, wg=wg)
+    got = run(kernel_variants, layout, packed, (rows, cols), x[0], rows_per_wg=rows_per_wg, wg=wg)
     check(got, weights, x)
 
 
@@ -136,16 +136,16 @@ def test_matmat_matches_numpy(kernels, layout, n_tokens, wg):
     check(got, weights, x)
 
 
-def test_rows_beyond_one_grid_row(kernels):
+def test_rows_beyond_one_grid_row(kernel_variants):
     """Rows spill into the grid's y dimension (as vocab-sized outputs must past 65535)."""
     packed, weights, x = case("q8_0", 129, 64, 3)
-    check(run(kernels, "q8_0", packed, (129, 64), x[0], grid_x=5), weights, x[:1])
-    got = run(kernels, "q8_0", packed, (129, 64), x, entry="matmat", n_tokens=3, grid_x=50)
+    check(run(kernel_variants, "q8_0", packed, (129, 64), x[0], grid_x=5), weights, x[:1])
+    got = run(kernel_variants, "q8_0", packed, (129, 64), x, entry="matmat", n_tokens=3, grid_x=50)
     check(got, weights, x)
 
 
 @pytest.mark.parametrize(("layout", "entry"), [("q4_k", "matvec"), ("f16", "matmat")])
-def test_weight_split_in_two_parts(kernels, layout, entry):
+def test_weight_split_in_two_parts(kernel_variants, layout, entry):
     """Each part is bound alone with its row0; together they write every row exactly once."""
     rows, cols, split, n_tokens = 21, 256, 13, 3 if entry == "matmat" else 1
     packed, weights, x = case(layout, rows, cols, n_tokens)
@@ -155,7 +155,7 @@ def test_weight_split_in_two_parts(kernels, layout, entry):
     for row0, part in parts:
         part_rows = part.size // row_bytes
         y = run(
-            kernels,
+            kernel_variants,
             layout,
             part,
             (part_rows, cols),
@@ -219,12 +219,38 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
         "(t0 + i) * params.cols",
         "(t0 + i) * (params.cols - 1u)",
     ),
+    "subgroup lanes skip chunks": (
+        "matvec_quant.wgsl",
+        "q8_0",
+        "c += lanes) {",
+        "c += lanes + 1u) {",
+    ),
+    "subgroup last row unclaimed": (
+        "matvec_quant.wgsl",
+        "q4_0",
+        "if (i >= ROWS_PER_WG) { break; }",
+        "if (i + 1u >= ROWS_PER_WG) { break; }",
+    ),
+    "fallback lanes split wrongly": (
+        "matvec_quant.wgsl",
+        "q8_0",
+        "let lane = lid % lanes;",
+        "let lane = lid % (lanes / 2u);",
+    ),
+}
+FALLBACK_ONLY = {"fallback lanes split wrongly"}
+MATVEC_ONLY = {
+    "fallback lanes split wrongly",
+    "subgroup lanes skip chunks",
+    "subgroup last row unclaimed",
 }
 
 
 @pytest.mark.parametrize("bug", sorted(PLANTED_BUGS))
-def test_planted_bugs_fail_the_comparison(kernels, bug):
+def test_planted_bugs_fail_the_comparison(kernels, kernels_without_subgroups, bug):
     file, layout, good, bad = PLANTED_BUGS[bug]
+    if bug in FALLBACK_ONLY:
+        kernels = kernels_without_subgroups
     kernel, dequant = shader_source("matvec_quant.wgsl"), shader_source("dequant.wgsl")
     assert good in (dequant if file == "dequant.wgsl" else kernel), "update the control"
     if file == "dequant.wgsl":
@@ -232,15 +258,18 @@ def test_planted_bugs_fail_the_comparison(kernels, bug):
     else:
         kernel = kernel.replace(good, bad)
     shape = (7, 512) if layout in KQUANTS else (7, 77 if layout == "f16" else 96)
-    packed, weights, x = case(layout, *shape, n_tokens=3)
+    n_tokens = 1 if bug in MATVEC_ONLY else 3
+    if bug in MATVEC_ONLY:
+        shape = (13, 512)  # more chunks than lanes, more rows than one workgroup's
+    packed, weights, x = case(layout, *shape, n_tokens=n_tokens)
     got = run(
         kernels,
         layout,
         packed,
         shape,
-        x,
-        entry="matmat",
-        n_tokens=3,
+        x[0] if n_tokens == 1 else x,
+        entry="matvec" if n_tokens == 1 else "matmat",
+        n_tokens=n_tokens,
         source=inline_dequant(kernel, dequant),
     )
     with pytest.raises(AssertionError):

@@ -29,7 +29,7 @@ const encode = (buffer) => {
   return btoa(text);
 };
 spec.bindings = spec.bindings.map((b) => (b.data ? {...b, data: decode(b.data)} : b));
-const result = await doppler.runKernel(spec);
+const result = await (window[args[1]] ?? doppler).runKernel(spec);
 return result.outputs.map(encode);
 """
 
@@ -71,8 +71,10 @@ def params(binding: int, fmt: str, *values: Any) -> Buffer:
 class KernelHarness:
     """Runs kernels through ``window.doppler.runKernel`` of a booted app page."""
 
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, instance: str = "doppler") -> None:
+        """``instance`` names the ``window`` property holding the Doppler to run on."""
         self.driver = driver
+        self.instance = instance
 
     def run(
         self,
@@ -95,7 +97,7 @@ class KernelHarness:
             "bindings": [buffer.to_spec() for buffer in buffers],
             "workgroups": list(workgroups),
         }
-        encoded = run_async(self.driver, _RUN, spec)
+        encoded = run_async(self.driver, _RUN, spec, self.instance)
         outputs = [b for b in buffers if b.kind == "write"]
         return [
             np.frombuffer(base64.b64decode(data), dtype=buffer.dtype)
