@@ -1,6 +1,7 @@
 """Assemble DOPPLER's self-contained static site in ``dist/`` and serve it.
 
     python build.py                 build dist/
+    python build.py bench [--model]  run the benchmark page headless and print its JSON
     python build.py serve [--port]  build with the default model (SmolLM2-135M-Instruct,
                                     converted to RDRR once and cached), then serve on
                                     127.0.0.1 with HTTP Range support
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "py"))
 
+from tools import bench  # noqa: E402
 from tools.markupsafe_wheel import build_pure_markupsafe_wheel  # noqa: E402
 from tools.npm_cache import npm_package  # noqa: E402
 from tools.static_server import make_server  # noqa: E402
@@ -164,7 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--no-model", action="store_true", help="skip the default model")
+    bench_cmd = sub.add_parser("bench", help="benchmark a model in headless Chromium (JSON)")
+    bench.add_arguments(bench_cmd)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        bench.main(args, DIST if args.no_build else build(), CACHE)
+        return
     dist = build()
     print(f"built {dist}", flush=True)
     if args.command == "serve":

@@ -20,8 +20,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "py"))
 
-from doppler.moe.simulator import ModelShape, NoisyRouter, policy_factories, simulate  # noqa: E402
-from doppler.moe.traces import synthetic_trace  # noqa: E402
+from doppler.moe.simulator import ModelShape, NoisyRouter, policy_factories, simulate
+from doppler.moe.traces import synthetic_trace
 
 
 def _q4(params: int) -> int:
@@ -86,11 +86,15 @@ def run_cell(shape: ModelShape, setting: str, quick: bool, half_life: float) -> 
 
 def summarize(rows: list[dict], half_life: float) -> dict[str, Any]:
     """Headline tables: hit rate at 25%, wins per policy, prefetch effect."""
-    main = [r for r in rows if r["half_life_tokens"] == half_life and r["prefetch_accuracy"] is None]
+    main = [
+        r for r in rows if r["half_life_tokens"] == half_life and r["prefetch_accuracy"] is None
+    ]
     at_25: dict[str, dict[str, dict[str, float]]] = {}
     for r in main:
         if r["fraction"] == SWEEP_FRACTION:
-            at_25.setdefault(r["shape"], {}).setdefault(r["setting"], {})[r["policy"]] = r["hit_rate"]
+            at_25.setdefault(r["shape"], {}).setdefault(r["setting"], {})[r["policy"]] = r[
+                "hit_rate"
+            ]
     wins: dict[str, int] = {}
     cells: dict[tuple, list[dict]] = {}
     for r in main:
@@ -103,12 +107,12 @@ def summarize(rows: list[dict], half_life: float) -> dict[str, Any]:
                 wins[r["policy"]] = wins.get(r["policy"], 0) + 1
     half_life_sweep: dict[str, dict[str, dict[str, float]]] = {}
     for r in rows:
-        if r["fraction"] == SWEEP_FRACTION and r["prefetch_accuracy"] is None:
-            if r["policy"] in ("lfu-decay", "cycle-lfu"):
-                key = f"{r['policy']}@{r['half_life_tokens']:g}"
-                half_life_sweep.setdefault(r["shape"], {}).setdefault(r["setting"], {})[key] = r[
-                    "hit_rate"
-                ]
+        swept = r["policy"] in ("lfu-decay", "cycle-lfu") and r["prefetch_accuracy"] is None
+        if swept and r["fraction"] == SWEEP_FRACTION:
+            key = f"{r['policy']}@{r['half_life_tokens']:g}"
+            half_life_sweep.setdefault(r["shape"], {}).setdefault(r["setting"], {})[key] = r[
+                "hit_rate"
+            ]
     prefetch: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     for r in main + [r for r in rows if r["prefetch_accuracy"] is not None]:
         if r["fraction"] != SWEEP_FRACTION or r["policy"] not in PREFETCH_POLICIES:
@@ -149,10 +153,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "fractions": FRACTIONS,
             "prefetch_accuracy": PREFETCH_ACCURACY,
             "shapes": [
-                {**vars(shape), "total_bytes": shape.total_bytes,
-                 "tokens": TOKENS[shape.name] // (3 if args.quick else 1)}
+                {
+                    **vars(shape),
+                    "total_bytes": shape.total_bytes,
+                    "tokens": TOKENS[shape.name] // (3 if args.quick else 1),
+                }
                 for shape in SHAPES
-            ],  # fmt: skip
+            ],
         },
         "summary": summarize(rows, args.half_life),
         "results": rows,

@@ -5,6 +5,9 @@ from __future__ import annotations
 from functools import cache
 
 import pytest
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
+
 from doppler.moe.policy import (
     LRU,
     LRU2,
@@ -18,8 +21,6 @@ from doppler.moe.policy import (
 )
 from doppler.moe.simulator import PagingStats, simulate
 from doppler.moe.traces import Trace, synthetic_trace
-from hypothesis import HealthCheck, find, given, settings
-from hypothesis import strategies as st
 
 
 @st.composite
@@ -37,7 +38,8 @@ def small_cases(draw, max_tokens=10):
 
 
 def _sizes(trace: Trace, size: int = 1) -> dict[Key, int]:
-    return {(l, e): size for l in range(trace.num_layers) for e in range(trace.num_experts)}
+    layers, experts = range(trace.num_layers), range(trace.num_experts)
+    return {(layer, e): size for layer in layers for e in experts}
 
 
 def _online(trace: Trace, capacity: int, sizes) -> list[CachePolicy]:
@@ -188,7 +190,7 @@ def test_budget_pins_and_counts_hold(case, seed):
     """Capacity is never exceeded, pinned experts stay, hits + misses = requests."""
     trace, slots = case
     sizes = _sizes(trace, size=2)
-    shared = [(l, trace.num_experts) for l in range(trace.num_layers)]
+    shared = [(layer, trace.num_experts) for layer in range(trace.num_layers)]
     sizes.update({k: 3 for k in shared})
     capacity = 2 * slots + 3 * len(shared) + 1
     for policy in _policies_with_pins(trace, capacity, sizes):

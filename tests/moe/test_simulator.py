@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from tools import paging_report
+
 from doppler.moe.policy import LRU, CycleLFU, LFUDecay
 from doppler.moe.simulator import ModelShape, NoisyRouter, policy_factories, simulate
 from doppler.moe.traces import synthetic_trace
-from tools import paging_report
 
-SHAPE = ModelShape("tiny", 6, 16, 2, 10, shared_per_layer=1, shared_bytes=25)
+SHAPE = ModelShape("tiny", 6, 16, 2, 10, shared_per_layer=1, shared_bytes=12)
 TRACE = synthetic_trace(6, 16, 2, 120, skew=0.8, locality=0.5, seed=4)
 
 

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 
 import pytest
+
 from doppler.moe.traces import Trace, TraceError, load_trace, synthetic_trace
 
 

@@ -125,6 +125,7 @@ class Session:
                 text_parts.append(tail)
                 emit({"type": "delta", "text": tail, "tokenIds": []})
         decode_s = time.perf_counter() - first_token_at
+        model = self.model
         return {
             "text": "".join(text_parts),
             "tokenIds": generated,
@@ -135,6 +136,8 @@ class Session:
                 "ttftMs": (first_token_at - started) * 1000,
                 "prefillTokPerS": len(prompt) / max(first_token_at - started, 1e-9),
                 "decodeTokPerS": (len(generated) - 1) / decode_s if decode_s > 0 else 0.0,
+                "cpuMsPerToken": 1000 * model.decode_cpu_s / max(model.decode_steps, 1),
+                "dispatchesPerToken": model.dispatches_per_token,
             },
         }
 

@@ -14,6 +14,7 @@ matrix-matrix products, so each weight is read once per chunk instead of once pe
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,7 +93,13 @@ class DenseModel:
     prefill: Pass
     sampler: Plan
     ring: JsProxy  # where the sampler stores each step's id
+    decode_cpu_s: float = 0.0  # CPU (Python + FFI) time spent recording decode steps
+    decode_steps: int = 0
     _readbacks: list[JsProxy] = field(default_factory=list)
+
+    @property
+    def dispatches_per_token(self) -> int:
+        return len(self.decode.plan.dispatches) + len(self.sampler.dispatches)
 
     async def logits(self, ids: list[int]) -> list[list[float]]:
         """Logits after each of ``ids`` (a fresh sequence from position 0)."""
@@ -122,9 +129,13 @@ class DenseModel:
                 js_object([self._record(run, start, prompt[start : start + count]).finish()])
             )
         in_flight = [self._submit_sampled(len(prompt) - 1, prompt[-1], sampling, 0)]
+        self.decode_cpu_s, self.decode_steps = 0.0, 0
         for step in range(max_tokens):
             if step + 1 < max_tokens:
+                started = time.perf_counter()
                 in_flight.append(self._submit_sampled(len(prompt) + step, None, sampling, step + 1))
+                self.decode_cpu_s += time.perf_counter() - started
+                self.decode_steps += 1
             readback = in_flight.pop(0)
             await readback.mapAsync(js.GPUMapMode.READ, 0, 4)
             token = js.Uint32Array.new(readback.getMappedRange(0, 4))[0]

@@ -167,8 +167,18 @@ class CachePolicy:
         self._on_admit(key)
 
     def prefetch_hint(self, keys: Iterable[Key]) -> list[Key]:
-        """The predicted keys worth loading now: those not resident, deduplicated, in order."""
-        return [key for key in dict.fromkeys(keys) if key not in self._resident]
+        """Return the predicted keys to load now (not resident, deduplicated, in order).
+
+        Predicted keys already resident become protected until the next ``request``, so
+        loading the others cannot evict them (the simulator showed it does otherwise).
+        """
+        wanted = {key: self.size(key) for key in keys}
+        for key, size in wanted.items():
+            if key in self._resident and key not in self._in_use:
+                self._in_use.add(key)
+                if key not in self._pinned:
+                    self._locked_bytes += size
+        return [key for key in wanted if key not in self._resident]
 
     def _forget(self, key: Key) -> None:
         """Drop ``key`` from the eviction order (it became pinned); lazy heaps need nothing."""
@@ -181,9 +191,6 @@ class CachePolicy:
 
     def _pop_victim(self) -> Key:
         raise NotImplementedError
-
-    def _evictable(self, key: Key) -> bool:
-        return key in self._resident and key not in self._pinned and key not in self._in_use
 
 
 class LRU(CachePolicy):
@@ -258,10 +265,9 @@ class _HeapPolicy(CachePolicy):
         best = None
         while heap:
             priority, key = heap[0]
-            if key not in self._resident or key in self._pinned:
-                heapq.heappop(heap)
-            elif self._priority.get(key) != priority:
-                heapq.heappop(heap)
+            live = key in self._resident and self._priority.get(key) == priority
+            if not live or key in self._pinned:
+                heapq.heappop(heap)  # stale, or pinned after it was pushed
             elif key in self._in_use:
                 in_use.append(heapq.heappop(heap))
             else:
@@ -360,10 +366,15 @@ class CycleLFU(LFUDecay):
     def _pop_victim(self) -> Key:
         if self._candidates is None:
             self._candidates = [self._candidate(layer) for layer in range(self.num_layers)]
-        live = [c for c in self._candidates if c is not None]
-        if not live:
-            raise CacheTooSmall("no evictable expert")  # unreachable after can_make_room
-        key = max(live)[1]
+        while True:
+            live = [c for c in self._candidates if c is not None]
+            if not live:
+                raise CacheTooSmall("no evictable expert")  # unreachable after can_make_room
+            key = max(live)[1]
+            if key not in self._in_use:
+                break
+            # A prefetch hint protected it after the estimates were made.
+            self._candidates[key[0]] = self._candidate(key[0])
         self._resident.discard(key)  # early, so the layer's refreshed candidate is another key
         self._candidates[key[0]] = self._candidate(key[0])
         return key

@@ -55,6 +55,7 @@ def handlers(worker: Worker) -> dict[str, Any]:
             "name": loaded.manifest.name,
             "arch": config.arch,
             "params": loaded.manifest.param_count,
+            "vocabSize": config.vocab_size,
             "contextLength": model.context_length,
             "hasTokenizer": tokenizer is not None,
             "gpuBytes": dict(budget.used),
