@@ -47,6 +47,11 @@ async function bench() {
     weightBytesPerSecond: weightBytes * stats.decodeTokPerS,
     generatedTokens: stats.generatedTokens,
   });
+  if (status.gpu?.features.includes('timestamp-query')) {
+    const profile = await doppler.request('profile', { repeats: 10 });
+    result.gpuMsPerToken = profile.gpuMsPerToken;  // dispatches timed one pass each
+    result.gpuMsByKernel = profile.byKernel;
+  }
   return result;
 }
 

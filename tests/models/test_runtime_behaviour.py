@@ -68,3 +68,22 @@ def test_generate_without_a_model_says_so(app):
     with pytest.raises(PageError) as info:
         run_async(app, "for await (const e of doppler.generate({tokenIds: [1, 2]})) {}")
     assert info.value.code == "no_model"
+
+
+def test_decode_profile_times_every_kernel(app, model_server):
+    """The timestamp-query profile that build.py bench reports (GPU ms per decode step)."""
+    result = run_async(
+        app,
+        """
+        await doppler.load(args[0], {contextLength: 32});
+        for await (const e of doppler.generate({tokenIds: [1, 2, 3]}, {maxTokens: 2})) {}
+        return await doppler.request('profile', {repeats: 2});
+        """,
+        f"{model_server}qwen2/manifest.json",
+    )
+    kernels = result["byKernel"]
+    assert {"matvec_quant:matvec", "attention:main", "rmsnorm:main", "sample:sample"} <= set(
+        kernels
+    )
+    assert all(ms >= 0 for ms in kernels.values())
+    assert result["gpuMsPerToken"] == pytest.approx(sum(kernels.values()))

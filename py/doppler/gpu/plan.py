@@ -108,7 +108,16 @@ class Plan:
                 )
             )
             x, y, z = dispatch.workgroups
-            records.append({"pipeline": pipeline, "bindGroup": bind_group, "x": x, "y": y, "z": z})
+            records.append(
+                {
+                    "pipeline": pipeline,
+                    "bindGroup": bind_group,
+                    "x": x,
+                    "y": y,
+                    "z": z,
+                    "label": dispatch.key.label,
+                }
+            )
         self.runner = PlanRunner.new(js_object(records))
         self._upload(device)
 
@@ -119,6 +128,14 @@ class Plan:
         device.queue.writeBuffer(
             self._uniforms, 0, js.Uint8Array.new(js_object(bytes(self._arena)))
         )
+
+    async def profile(self, device: JsProxy, repeats: int) -> dict[str, float]:
+        """GPU ms per run of the plan by kernel (shader:entry), from timestamp queries."""
+        by_kernel: dict[str, float] = {}
+        for item in (await self.runner.profile(device, repeats)).to_py():
+            kernel = ":".join(item["label"].split(":")[:2])
+            by_kernel[kernel] = by_kernel.get(kernel, 0.0) + item["ms"]
+        return dict(sorted(by_kernel.items(), key=lambda kv: -kv[1]))
 
     def encode(self, encoder: JsProxy, device: JsProxy, state: Any = None) -> None:
         """Record the whole plan; dynamic params are computed from ``state`` first."""

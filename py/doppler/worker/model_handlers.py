@@ -69,9 +69,27 @@ def handlers(worker: Worker) -> dict[str, Any]:
     async def score(payload: dict[str, Any], _emit: Emit) -> dict[str, Any]:
         return await session().score(payload or {})
 
+    async def profile(payload: dict[str, Any], _emit: Emit) -> dict[str, Any]:
+        """GPU time of one decode step by kernel (timestamp queries; a diagnostic)."""
+        model = session().model
+        gpu, _ = worker.require_gpu()
+        if not gpu.has("timestamp-query"):
+            raise DopplerError("this GPU has no timestamp-query feature", "unsupported")
+        repeats = int((payload or {}).get("repeats") or 10)
+        by_kernel = await model.decode.plan.profile(gpu.device, repeats)
+        for kernel, ms in (await model.sampler.profile(gpu.device, repeats)).items():
+            by_kernel[kernel] = by_kernel.get(kernel, 0.0) + ms
+        return {"gpuMsPerToken": sum(by_kernel.values()), "byKernel": by_kernel}
+
     async def unload(_payload: Any, _emit: Emit) -> dict[str, bool]:
         had = state["session"] is not None
         release()
         return {"unloaded": had}
 
-    return {"load": load, "generate": generate, "score": score, "unload": unload}
+    return {
+        "load": load,
+        "generate": generate,
+        "score": score,
+        "unload": unload,
+        "profile": profile,
+    }
