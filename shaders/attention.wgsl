@@ -19,6 +19,8 @@
 // and one tile of probabilities: head_dim <= MAX_HEAD_DIM, any context length.
 // Bindings: q (0), k_cache (1), v_cache (2), positions (3), out (4), params (5).
 // Dispatch: (n_heads, n_tokens).
+// split + combine: the same attention with each query's keys divided among n_splits
+// workgroups (split-K / flash-decoding), then merged; see the entries below.
 //
 // kv_write: k_cache[h, positions[t], :] = k_new[t, h, :], likewise v; positions >= max_ctx are
 // skipped (the host rejects prompts that do not fit).
@@ -34,6 +36,10 @@ struct Params {
   window: u32,    // sliding window: attend to the last `window` positions; 0 = unlimited
   scale: f32,     // 1/sqrt(head_dim), or query_pre_attn_scalar^-0.5 (Gemma)
   softcap: f32,   // attention logit soft-capping (Gemma 2); 0 = off
+  split_len: u32, // split/combine: keys per split
+  n_splits: u32,  // split/combine: splits per query (ceil(max_ctx / split_len))
+  _pad0: u32,
+  _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
@@ -69,27 +75,31 @@ fn score(k_base: u32) -> f32 {
   return dot;
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let head = wid.x;
-  let t = wid.y;
-  if (head >= params.n_heads || t >= params.n_tokens) { return; }
-  let hd = params.head_dim;
-  let kv_rows = (head / (params.n_heads / params.n_kv_heads)) * params.max_ctx;
-  let q_base = (t * params.n_heads + head) * hd;
-  for (var d = lid; d < hd; d += WG) {
+// Loads query (t, head) scaled into q_scaled, clears acc; returns the query's position.
+fn load_query(q_base: u32, t: u32, lid: u32) -> u32 {
+  for (var d = lid; d < params.head_dim; d += WG) {
     q_scaled[d] = q[q_base + d] * params.scale;
     acc[d] = 0.0;
   }
   if (lid == 0u) { query_pos = positions[t]; }
-  let pos = workgroupUniformLoad(&query_pos);  // also the barrier publishing q_scaled
-  var lo = 0u;
-  if (params.window > 0u && pos + 1u > params.window) { lo = pos + 1u - params.window; }
+  return workgroupUniformLoad(&query_pos);  // also the barrier publishing q_scaled
+}
+
+// The first key a query at `pos` may see (sliding window), else 0.
+fn first_key(pos: u32) -> u32 {
+  if (params.window > 0u && pos + 1u > params.window) { return pos + 1u - params.window; }
+  return 0u;
+}
+
+// Online softmax over keys [first, end) of kv head rows `kv_rows`: accumulates the
+// unnormalised sum of p_j v_j into acc and returns (max score, sum of p_j).
+fn attend(lid: u32, kv_rows: u32, first: u32, end: u32) -> vec2<f32> {
+  let hd = params.head_dim;
   var running_max = NO_SCORE;
   var running_sum = 0.0;
-  for (var start = lo; start <= pos; start += WG) {
+  for (var start = first; start < end; start += WG) {
     let j = start + lid;
-    let valid = j <= pos;
+    let valid = j < end;
     var s = NO_SCORE;
     if (valid) { s = score((kv_rows + j) * hd); }
     let new_max = max(running_max, wg_max(lid, s));
@@ -99,7 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     running_max = new_max;
     probs[lid] = p;
     workgroupBarrier();
-    let keys = min(WG, pos + 1u - start);
+    let keys = min(WG, end - start);
     for (var d = lid; d < hd; d += WG) {
       var o = acc[d] * rescale;
       for (var i = 0u; i < keys; i++) { o += probs[i] * v_cache[(kv_rows + start + i) * hd + d]; }
@@ -107,7 +117,77 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-  for (var d = lid; d < hd; d += WG) { out[q_base + d] = acc[d] / running_sum; }
+  return vec2<f32>(running_max, running_sum);
+}
+
+fn kv_rows_of(head: u32) -> u32 {
+  return (head / (params.n_heads / params.n_kv_heads)) * params.max_ctx;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let head = wid.x;
+  let t = wid.y;
+  if (head >= params.n_heads || t >= params.n_tokens) { return; }
+  let q_base = (t * params.n_heads + head) * params.head_dim;
+  let pos = load_query(q_base, t, lid);
+  let stats = attend(lid, kv_rows_of(head), first_key(pos), pos + 1u);
+  for (var d = lid; d < params.head_dim; d += WG) { out[q_base + d] = acc[d] / stats.y; }
+}
+
+// split: one workgroup per (head, token, split s) attends to keys [first + s * split_len,
+// first + (s + 1) * split_len) ∩ [first, pos] and writes its partial result — acc (head_dim
+// values), then its max score and its sum — to `out` viewed as partials
+// [n_tokens, n_heads, n_splits, head_dim + 2]. Splits past the query's keys write an empty
+// partial (max NO_SCORE, sum 0). Many workgroups share one query's keys, so decode at long
+// contexts keeps the GPU busy (flash-decoding). Dispatch: (n_heads, n_tokens, n_splits).
+@compute @workgroup_size(WG)
+fn split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let head = wid.x;
+  let t = wid.y;
+  let s = wid.z;
+  if (head >= params.n_heads || t >= params.n_tokens || s >= params.n_splits) { return; }
+  let hd = params.head_dim;
+  let pos = load_query((t * params.n_heads + head) * hd, t, lid);
+  let begin = min(first_key(pos) + s * params.split_len, pos + 1u);
+  let end = min(begin + params.split_len, pos + 1u);
+  let stats = attend(lid, kv_rows_of(head), begin, end);
+  let base = ((t * params.n_heads + head) * params.n_splits + s) * (hd + 2u);
+  for (var d = lid; d < hd; d += WG) { out[base + d] = acc[d]; }
+  if (lid == 0u) {
+    out[base + hd] = stats.x;
+    out[base + hd + 1u] = stats.y;
+  }
+}
+
+@group(0) @binding(0) var<storage, read> partials: array<f32>;
+@group(0) @binding(1) var<storage, read_write> combined: array<f32>;
+
+// combine: merges the n_splits partials of each (head, token) into its output row:
+// out = sum_s acc_s exp(max_s - m) / sum_s sum_s exp(max_s - m), m = max_s max_s.
+// Bindings: partials (0), out (1), params (5). Dispatch: (n_heads, n_tokens).
+@compute @workgroup_size(WG)
+fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let head = wid.x;
+  let t = wid.y;
+  if (head >= params.n_heads || t >= params.n_tokens) { return; }
+  let hd = params.head_dim;
+  let row = (t * params.n_heads + head) * params.n_splits;
+  var m = NO_SCORE;
+  for (var s = 0u; s < params.n_splits; s++) { m = max(m, partials[(row + s) * (hd + 2u) + hd]); }
+  var total = 0.0;
+  for (var s = 0u; s < params.n_splits; s++) {
+    let at = (row + s) * (hd + 2u) + hd;
+    total += partials[at + 1u] * exp(partials[at] - m);
+  }
+  for (var d = lid; d < hd; d += WG) {
+    var o = 0.0;
+    for (var s = 0u; s < params.n_splits; s++) {
+      let at = (row + s) * (hd + 2u);
+      o += partials[at + d] * exp(partials[at + hd] - m);
+    }
+    combined[(t * params.n_heads + head) * hd + d] = o / total;
+  }
 }
 
 @compute @workgroup_size(WG)

@@ -16,7 +16,8 @@ from harness.kernels import Buffer, params, read, shader_source, write
 pytestmark = pytest.mark.browser
 
 RNG = np.random.default_rng(17)
-PARAMS = "IIIIIIff"  # n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window, scale, softcap
+# n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window, scale, softcap, split_len, n_splits
+PARAMS = "IIIIIIffII"
 
 
 def inout(binding: int, array: np.ndarray) -> Buffer:
@@ -38,7 +39,18 @@ def run_attention(
             read(3, positions.astype(np.uint32)),
             write(4, q.size),
             params(
-                5, PARAMS, n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window, scale, softcap
+                5,
+                PARAMS,
+                n_tokens,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                max_ctx,
+                window,
+                scale,
+                softcap,
+                0,
+                0,
             ),
         ],
         (n_heads, n_tokens),
@@ -122,7 +134,7 @@ def run_kv_write(kernels, k_new, v_new, positions, k_cache, v_cache, source=None
             read(2, positions.astype(np.uint32)),
             inout(3, k_cache),
             inout(4, v_cache),
-            params(5, PARAMS, n_tokens, 0, n_kv_heads, head_dim, max_ctx, 0, 0.0, 0.0),
+            params(5, PARAMS, n_tokens, 0, n_kv_heads, head_dim, max_ctx, 0, 0.0, 0.0, 0, 0),
         ],
         (-(-(n_kv_heads * head_dim) // 64), n_tokens),
         entry="kv_write",
@@ -178,8 +190,14 @@ def test_prefill_then_decode_through_the_cache(kernels):
 
 
 PLANTED_BUGS = {
-    "causal mask off by one": ("let valid = j <= pos;", "let valid = j < pos;"),
-    "window off by one": ("lo = pos + 1u - params.window;", "lo = pos + 2u - params.window;"),
+    "causal mask off by one": (
+        "attend(lid, kv_rows_of(head), first_key(pos), pos + 1u)",
+        "attend(lid, kv_rows_of(head), first_key(pos), pos)",
+    ),
+    "window off by one": (
+        "return pos + 1u - params.window; }",
+        "return pos + 2u - params.window; }",
+    ),
     "grouped heads interleaved": (
         "(head / (params.n_heads / params.n_kv_heads))",
         "(head % params.n_kv_heads)",
@@ -200,3 +218,74 @@ def test_planted_bugs_fail_the_comparison(kernels, bug):
     )
     with pytest.raises(AssertionError):
         check(got, attention_ref(q, k, v, positions, 60, softcap=3.0))
+
+
+def run_split_attention(
+    kernels, q, k_cache, v_cache, positions, split_len, window=0, softcap=0.0, source=None
+):
+    """split (partials per key range) then combine, as the runtime's decode does."""
+    n_tokens, n_heads, head_dim = q.shape
+    n_kv_heads, max_ctx, _ = k_cache.shape
+    n_splits = -(-max_ctx // split_len)
+    shape = (n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window)
+    packed = params(5, PARAMS, *shape, 1 / math.sqrt(head_dim), softcap, split_len, n_splits)
+    (partials,) = kernels.run(
+        "attention",
+        [
+            read(0, q),
+            read(1, k_cache),
+            read(2, v_cache),
+            read(3, positions.astype(np.uint32)),
+            write(4, n_tokens * n_heads * n_splits * (head_dim + 2)),
+            packed,
+        ],
+        (n_heads, n_tokens, n_splits),
+        entry="split",
+        source=source,
+    )
+    (out,) = kernels.run(
+        "attention",
+        [read(0, partials), write(1, q.size), packed],
+        (n_heads, n_tokens),
+        entry="combine",
+        source=source,
+    )
+    return out.reshape(q.shape)
+
+
+SPLIT_CASES = {  # case name, split_len
+    "decode smollm2": 64,
+    "decode many tiles": 7,
+    "decode window": 16,
+    "decode softcap": 100,
+    "prefill continuing": 5,
+    "prefill window softcap": 3,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_CASES))
+def test_split_attention_matches_numpy(kernels, name):
+    n_tokens, n_heads, n_kv, head_dim, max_ctx, first, window, softcap, _ = CASES[name]
+    q, k, v, positions = make_case(n_tokens, n_heads, n_kv, head_dim, max_ctx, first, window)
+    got = run_split_attention(kernels, q, k, v, positions, SPLIT_CASES[name], window, softcap)
+    check(got, attention_ref(q, k, v, positions, window, softcap=softcap))
+
+
+@pytest.mark.parametrize(
+    ("good", "bad"),
+    [
+        ("total += partials[at + 1u] * exp(partials[at] - m);", "total += partials[at + 1u];"),
+        (
+            "let begin = min(first_key(pos) + s * params.split_len",
+            "let begin = min(s * params.split_len",
+        ),
+    ],
+    ids=["combine without rescaling", "splits ignore the window"],
+)
+def test_split_planted_bugs_fail(kernels, good, bad):
+    source = shader_source("attention.wgsl")
+    assert good in source, "the planted bug no longer applies: update the control"
+    q, k, v, positions = make_case(1, 4, 2, 32, 300, 250, 37)
+    got = run_split_attention(kernels, q, k, v, positions, 16, 37, source=source.replace(good, bad))
+    with pytest.raises(AssertionError):
+        check(got, attention_ref(q, k, v, positions, 37))

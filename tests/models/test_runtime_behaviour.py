@@ -82,8 +82,7 @@ def test_decode_profile_times_every_kernel(app, model_server):
         f"{model_server}qwen2/manifest.json",
     )
     kernels = result["byKernel"]
-    assert {"matvec_quant:matvec", "attention:main", "rmsnorm:main", "sample:sample"} <= set(
-        kernels
-    )
+    assert {"matvec_quant:matvec", "attention:split", "attention:combine"} <= set(kernels)
+    assert "sample:sample" in kernels
     assert all(ms >= 0 for ms in kernels.values())
     assert result["gpuMsPerToken"] == pytest.approx(sum(kernels.values()))

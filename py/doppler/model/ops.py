@@ -194,10 +194,12 @@ class AttentionShape:
     window: int
     scale: float
     softcap: float
+    split_len: int = 0  # > 0: split-K attention (split + combine) with this many keys a split
+    n_splits: int = 0
 
     def params(self) -> bytes:
         return pack(
-            "IIIIIIff",
+            "IIIIIIffII",
             self.n_tokens,
             self.n_heads,
             self.n_kv_heads,
@@ -206,6 +208,8 @@ class AttentionShape:
             self.window,
             self.scale,
             self.softcap,
+            self.split_len,
+            self.n_splits,
         )
 
 
@@ -239,18 +243,33 @@ def attention(
     positions: JsProxy,
     out: JsProxy,
     shape: AttentionShape,
+    partials: JsProxy | None = None,
 ) -> None:
+    """One workgroup per (head, token); or, with ``shape.n_splits``, each query's keys split
+    among that many workgroups (partials in ``partials``) and then combined."""
+    sources = [Binding(0, q), Binding(1, caches[0]), Binding(2, caches[1]), Binding(3, positions)]
+    if not shape.n_splits:
+        plan.add(
+            PipelineKey("attention"),
+            [*sources, Binding(4, out)],
+            shape.params(),
+            (shape.n_heads, shape.n_tokens),
+            params_binding=5,
+        )
+        return
     plan.add(
-        PipelineKey("attention"),
-        [
-            Binding(0, q),
-            Binding(1, caches[0]),
-            Binding(2, caches[1]),
-            Binding(3, positions),
-            Binding(4, out),
-        ],
+        PipelineKey("attention", entry="split"),
+        [*sources, Binding(4, partials)],
+        shape.params(),
+        (shape.n_heads, shape.n_tokens, shape.n_splits),
+        params_binding=5,
+    )
+    plan.add(
+        PipelineKey("attention", entry="combine"),
+        [Binding(0, partials), Binding(1, out)],
         shape.params(),
         (shape.n_heads, shape.n_tokens),
+        params_binding=5,
     )
 
 

@@ -34,6 +34,7 @@ from doppler.model.weights import Weight
 DENSE_ARCHS = ("llama", "qwen2", "gemma3")
 RING = 64  # sampled-token ring slots; more than the passes ever in flight
 PREFILL_TOKENS = 8  # tokens per prefill pass
+SPLIT_LEN = 64  # decode attention: keys per split-K workgroup
 
 
 class UnsupportedModel(DopplerError):
@@ -71,6 +72,7 @@ class Activations:
     act: JsProxy
     logits: JsProxy
     logits_readback: JsProxy
+    partials: JsProxy | None  # split-K attention partials (decode pass only)
 
 
 @dataclass
@@ -202,7 +204,7 @@ async def build_model(
     shared = _allocate_shared(cfg, ctx, budget)
     passes = []
     for n in (1, PREFILL_TOKENS):
-        act = _allocate_activations(cfg, n, budget)
+        act = _allocate_activations(cfg, n, budget, ctx)
         plan = Plan(f"{loaded.manifest.name} x{n}")
         _build(plan, cfg, loaded.weights, act, shared, ctx)
         await plan.finish(pipelines, budget)
@@ -238,7 +240,13 @@ def _allocate_shared(cfg: ArchConfig, ctx: int, budget: GpuBudget) -> Shared:
     return shared
 
 
-def _allocate_activations(cfg: ArchConfig, n: int, budget: GpuBudget) -> Activations:
+def _n_splits(n: int, ctx: int) -> int:
+    """Split-K attention for single-token (decode) passes only: prefill already has a
+    workgroup per (head, token)."""
+    return -(-ctx // SPLIT_LEN) if n == 1 else 0
+
+
+def _allocate_activations(cfg: ArchConfig, n: int, budget: GpuBudget, ctx: int) -> Activations:
     h, d, ff = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
     q_size, kv_size = cfg.num_heads * d, cfg.num_kv_heads * d
 
@@ -266,6 +274,11 @@ def _allocate_activations(cfg: ArchConfig, n: int, budget: GpuBudget) -> Activat
         logits=f32(cfg.vocab_size, "logits"),
         logits_readback=budget.create_buffer(
             n * cfg.vocab_size * 4, usage.MAP_READ | usage.COPY_DST, "scratch", "logits readback"
+        ),
+        partials=(
+            f32(cfg.num_heads * _n_splits(n, ctx) * (d + 2), "attention partials")
+            if _n_splits(n, ctx)
+            else None
         ),
     )
 
@@ -363,9 +376,11 @@ def _attention(
         window=cfg.sliding_window if sliding and cfg.sliding_window else 0,
         scale=cfg.attn_scale,
         softcap=cfg.attn_softcap or 0.0,
+        split_len=SPLIT_LEN if a.partials else 0,
+        n_splits=_n_splits(n, ctx),
     )
     ops.kv_write(plan, k, a.v, a.positions, shared.kv[layer], shape)
-    ops.attention(plan, q, shared.kv[layer], a.positions, a.attn, shape)
+    ops.attention(plan, q, shared.kv[layer], a.positions, a.attn, shape, a.partials)
     _project(plan, w, p + "o", a.attn, a.tmp, n)
 
 
