@@ -45,6 +45,7 @@ class Plan:
     """An ordered list of dispatches; ``finish`` compiles and binds them."""
 
     label: str
+    features: frozenset[str] = frozenset()  # the device's optional features (kernel choices)
     dispatches: list[Dispatch] = field(default_factory=list)
     runner: Any = None
     _uniforms: JsProxy | None = None

@@ -18,7 +18,9 @@ from doppler.jsffi import JsProxy
 from doppler.model.weights import Weight
 
 MAX_GRID = 65535
-MATVEC_ROWS_PER_WG = 8  # matvec_quant.wgsl's ROWS_PER_WG default
+# matvec rows per 64-invocation workgroup: the subgroup variant gives each subgroup its own
+# row, so two rows keep both subgroups of a 32-wide device busy with many workgroups in flight.
+MATVEC_ROWS_PER_WG = {"subgroups": 2, "fallback": 8}
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,15 @@ def matvec(plan: Plan, weight: Weight, x: JsProxy, y: JsProxy, n_tokens: int) ->
     """``y = W x`` for one token (or ``matmat`` for several), one dispatch per weight part."""
     row_words, plane1, plane2 = layout_words(weight.layout, weight.row_len)
     entry = "matvec" if n_tokens == 1 else "matmat"
-    key = PipelineKey("matvec_quant", entry=entry, flags=frozenset({layout_flag(weight.layout)}))
+    rows_per_wg = MATVEC_ROWS_PER_WG["subgroups" if "subgroups" in plan.features else "fallback"]
+    key = PipelineKey(
+        "matvec_quant",
+        entry=entry,
+        flags=frozenset({layout_flag(weight.layout)}),
+        constants=(("ROWS_PER_WG", rows_per_wg),) if n_tokens == 1 else (),
+    )
     for part in weight.parts:
-        gx, gy = grid(ceil_div(part.rows, MATVEC_ROWS_PER_WG) if n_tokens == 1 else part.rows)
+        gx, gy = grid(ceil_div(part.rows, rows_per_wg) if n_tokens == 1 else part.rows)
         params = pack(
             "IIIIIIIIIIII",
             part.rows,

@@ -205,7 +205,7 @@ async def build_model(
     passes = []
     for n in (1, PREFILL_TOKENS):
         act = _allocate_activations(cfg, n, budget, ctx)
-        plan = Plan(f"{loaded.manifest.name} x{n}")
+        plan = Plan(f"{loaded.manifest.name} x{n}", gpu.features)
         _build(plan, cfg, loaded.weights, act, shared, ctx)
         await plan.finish(pipelines, budget)
         passes.append(Pass(plan, act))
