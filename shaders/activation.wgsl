@@ -33,15 +33,7 @@ fn element(wid: vec3<u32>, lid: u32, grid_x: u32) -> u32 {
   return (wid.y * grid_x + wid.x) * WG + lid;
 }
 
-fn silu(v: f32) -> f32 {
-  return v / (1.0 + exp(-v));
-}
-
-fn gelu_tanh(v: f32) -> f32 {
-  // tanh saturates to +-1 in f32 beyond |u| = 9; clamping keeps exp-based tanh finite.
-  let u = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -9.0, 9.0);
-  return 0.5 * v * (1.0 + tanh(u));
-}
+#include "act.wgsl"
 
 @compute @workgroup_size(WG)
 fn gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -66,15 +66,7 @@ override ROWS_PER_WG: u32 = 8;  // rows per workgroup (a power of two dividing W
 #include "dequant.wgsl"
 #include "reduce.wgsl"
 
-fn silu(v: f32) -> f32 {
-  return v / (1.0 + exp(-v));
-}
-
-fn gelu_tanh(v: f32) -> f32 {
-  // tanh saturates to +-1 in f32 beyond |u| = 9; clamping keeps exp-based tanh finite.
-  let u = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -9.0, 9.0);
-  return 0.5 * v * (1.0 + tanh(u));
-}
+#include "act.wgsl"
 
 // Sum over one decoded chunk of w[i] * src[src_base + k0 + i], masking past the row's end.
 fn chunk_dot(w: ptr<function, array<f32, CHUNK>>, src_base: u32, k0: u32) -> f32 {

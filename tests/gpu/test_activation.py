@@ -118,6 +118,7 @@ PLANTED_BUGS = {
 def test_planted_bugs_fail_the_comparison(kernels, bug):
     good, bad = PLANTED_BUGS[bug]
     source = shader_source("activation.wgsl")
+    source = source.replace('#include "act.wgsl"', shader_source("act.wgsl"))
     assert good in source, "the planted bug no longer applies: update the control"
     source = source.replace(good, bad)
     with pytest.raises(AssertionError):
