@@ -49,10 +49,16 @@ const TOKENS: u32 = 4u;
 #include "reduce.wgsl"
 
 // Sum over one decoded chunk of w[e] * x[x_base + k0 + e], masking past the row's end.
+// Whole chunks take a loop of constant length, which compilers unroll so the decoded values
+// stay in registers; only a row's last, partial chunk loops to a run-time bound.
 fn chunk_dot(w: ptr<function, array<f32, CHUNK>>, x_base: u32, k0: u32) -> f32 {
   var sum = 0.0;
-  let count = min(CHUNK, params.cols - k0);
-  for (var e = 0u; e < count; e++) { sum += (*w)[e] * x[x_base + k0 + e]; }
+  if (k0 + CHUNK <= params.cols) {
+    for (var e = 0u; e < CHUNK; e++) { sum += (*w)[e] * x[x_base + k0 + e]; }
+  } else {
+    let count = params.cols - k0;
+    for (var e = 0u; e < count; e++) { sum += (*w)[e] * x[x_base + k0 + e]; }
+  }
   return sum;
 }
 

@@ -210,8 +210,8 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
     "row tail dropped": (
         "matvec_quant.wgsl",
         "f16",
-        "min(CHUNK, params.cols - k0)",
-        "min(CHUNK - 1u, params.cols - k0)",
+        "let count = params.cols - k0;",
+        "let count = params.cols - k0 - 1u;",
     ),
     "matmat token stride": (
         "matvec_quant.wgsl",
