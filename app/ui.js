@@ -77,9 +77,11 @@ async function loadModel(doppler, url) {
         const eta = e.bytesPerSecond ? (e.totalBytes - e.loadedBytes) / e.bytesPerSecond : 0;
         $('model-state').textContent = `Loading: ${formatBytes(e.loadedBytes)} of `
           + `${formatBytes(e.totalBytes)}, shard ${e.shards}/${e.totalShards} from ${e.source}, `
-          + `${formatRate(e.bytesPerSecond)}, ${eta.toFixed(0)} s left`;
+          + `${formatRate(e.bytesPerSecond)}, ${eta.toFixed(0)} s left`
+          + (e.caching === false ? ` (${e.cachingNote})` : '');
       },
     });
+    showCache(doppler);
     $('model-state').textContent = `${info.name} (${info.arch}, ${(info.params / 1e6).toFixed(0)}M `
       + `parameters, context ${info.contextLength}) is ready.`;
     $('prompt').disabled = false;
@@ -91,6 +93,38 @@ async function loadModel(doppler, url) {
   } finally {
     progress.hidden = true;
     $('load-button').disabled = false;
+  }
+}
+
+// The cache panel: what OPFS holds, with sizes, and a Delete button per model.
+async function showCache(doppler) {
+  const usage = await doppler.cache.usage().catch((error) => ({ error }));
+  const list = $('cache-list');
+  list.replaceChildren();
+  if (usage.error || !usage.available) {
+    $('cache-usage').textContent = `Caching is off: ${usage.error?.message ?? usage.reason}`;
+    return;
+  }
+  $('cache-usage').textContent = `${formatBytes(usage.cachedBytes)} cached, `
+    + `${formatBytes(usage.usage)} of ${formatBytes(usage.quota)} used by this site`
+    + (usage.persisted ? ' (persistent)' : '');
+  const { models } = await doppler.cache.list();
+  for (const model of models) {
+    const row = document.createElement('tr');
+    row.dataset.modelId = model.modelId;
+    const cells = [model.name, formatBytes(model.storedBytes)
+      + (model.complete ? '' : ` of ${formatBytes(model.totalBytes)}`),
+      new Date(model.lastUsed).toLocaleString()];
+    for (const text of cells) row.insertCell().textContent = text;
+    const remove = document.createElement('button');
+    remove.textContent = model.inUse ? 'In use' : 'Delete';
+    remove.disabled = model.inUse;
+    remove.addEventListener('click', async () => {
+      try { await doppler.cache.delete(model.modelId); } catch (error) { showMessage(error.message); }
+      showCache(doppler);
+    });
+    row.insertCell().append(remove);
+    list.append(row);
   }
 }
 
@@ -157,6 +191,7 @@ async function main() {
     showStatus(doppler.status());
     if (!doppler.status().gpu) return;
     setupChat(doppler);
+    showCache(doppler);
     $('load-form').addEventListener('submit', (event) => {
       event.preventDefault();
       loadModel(doppler, $('manifest-url').value);

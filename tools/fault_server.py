@@ -30,6 +30,7 @@ from pathlib import Path
 from tools.static_server import RangeRequestHandler, make_server, parse_range
 
 HTML_PAGE = b"<!doctype html><html><body><h1>Page not found</h1></body></html>"
+DROP_PAUSE_S = 0.5
 KINDS = ("status", "html", "drop", "flip", "truncate", "slow", "ignore_range")
 
 
@@ -63,6 +64,7 @@ class FaultState:
     def __init__(self) -> None:
         self.faults: list[Fault] = []
         self.log: list[Request] = []
+        self.sending: dict[str, int] = {}  # request path -> file offset sent up to
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -181,10 +183,15 @@ class FaultHandler(RangeRequestHandler):
                 piece = data[sent : min(stop, sent + chunk)]
                 self.wfile.write(piece)
                 sent += len(piece)
+                self.state.sending[self.path] = first + sent
                 if fault and fault.kind == "slow":
                     self.wfile.flush()
                     time.sleep(0.05)
             self.wfile.flush()
+            if sent < len(data):
+                # let the client consume what was sent before the connection goes: a browser
+                # may discard bytes still buffered when it sees the connection fail
+                time.sleep(DROP_PAUSE_S)
         except (BrokenPipeError, ConnectionResetError):
             pass
         if sent < len(data):

@@ -22,6 +22,13 @@ class Fatal extends Error {
   }
 }
 
+// Chromium's sync access handle reports a full quota as "No space available".
+const isQuotaError = (err) => err?.name === 'QuotaExceededError'
+  || /no space|quota/i.test(err?.message ?? '');
+
+const quotaFatal = (name, err) => new Fatal('quota_exceeded',
+  `storage is full while caching shard ${name} (${err.message})`);
+
 const hex = (buffer) => Array.from(new Uint8Array(buffer),
   (b) => b.toString(16).padStart(2, '0')).join('');
 
@@ -104,10 +111,7 @@ class Job {
     try {
       this.partial.writeBlock(block, this.buffer.subarray(lo, hi));
     } catch (err) {
-      if (err?.name === 'QuotaExceededError') {
-        throw new Fatal('quota_exceeded', `storage is full while caching shard ${this.name} `
-          + `(${err.message}); free space with cache.delete() or load without caching`);
-      }
+      if (isQuotaError(err)) throw quotaFatal(this.name, err);
       this.partial.close();  // OPFS failed under us: finish from RAM, uncached
       this.partial = null;
     }
@@ -148,7 +152,6 @@ async function checkResponse(response, url, job, start) {
 // Fetch bytes `job.received`.. from `url` into the job's buffer, verifying as blocks fill.
 async function streamFrom(url, job) {
   const start = job.received;
-  console.log('DBG streamFrom', url, start, job.verified);
   let response;
   try {
     response = await fetch(url, {
@@ -260,6 +263,7 @@ export async function getShard(store, spec) {
   } catch (err) {
     partial?.close();
     if (signal?.aborted) return { ok: false, code: 'aborted', message: `loading shard ${name} was aborted` };
+    if (isQuotaError(err)) err = quotaFatal(name, err);
     if (err instanceof Fatal) {
       if (err.code === 'quota_exceeded') await store?.removePartial(name).catch(() => {});
       return { ok: false, code: err.code, message: err.message };

@@ -31,15 +31,21 @@ export async function estimate() {
 }
 
 // Hold a shared Web Lock naming this model until the next call (one model per worker).
+// Where storage is blocked, Web Locks refuse too; then there is no cache to protect.
 export async function holdModel(modelId) {
   if (held?.modelId === modelId) return;
   releaseModel();
-  if (!navigator.locks || modelId === null) return;
+  if (!navigator.locks) return;
   let release;
   const gate = new Promise((resolve) => { release = resolve; });
-  await new Promise((granted) => {
-    navigator.locks.request(LOCK_PREFIX + modelId, { mode: 'shared' }, () => { granted(); return gate; });
-  });
+  try {
+    await new Promise((granted, refused) => {
+      navigator.locks.request(LOCK_PREFIX + modelId, { mode: 'shared' },
+        () => { granted(); return gate; }).catch(refused);
+    });
+  } catch {
+    return;
+  }
   held = { modelId, release };
 }
 
@@ -55,8 +61,10 @@ export function releaseIfHeld(modelId) {
 
 // Model ids that any tab or worker of this origin holds right now.
 export async function modelsInUse() {
-  if (!navigator.locks) return held ? [held.modelId] : [];
-  const { held: locks = [] } = await navigator.locks.query();
+  const mine = held ? [held.modelId] : [];
+  if (!navigator.locks) return mine;
+  const { held: locks = [] } = await navigator.locks.query().catch(() => ({ held: [] }));
+  if (mine.length) locks.push({ name: LOCK_PREFIX + mine[0] });
   return [...new Set(locks.map((l) => l.name).filter((n) => n.startsWith(LOCK_PREFIX))
     .map((n) => n.slice(LOCK_PREFIX.length)))];
 }

@@ -61,6 +61,17 @@ function readJson(handle) {
   return JSON.parse(decoder.decode(bytes));
 }
 
+// How many leading blocks a sidecar says are verified (0 if it is absent or from
+// another geometry; an unreadable sidecar means nothing is known to be verified).
+function claimedBlocks(sidecar, size, blockSize) {
+  try {
+    const note = sidecar.getSize() ? readJson(sidecar) : null;
+    return note && note.size === size && note.blockSize === blockSize ? note.verified : 0;
+  } catch {
+    return 0;
+  }
+}
+
 // A download in progress: the partial file plus its sidecar, both open exclusively.
 export class Partial {
   constructor(store, name, size, blockSize, data, sidecar, verified) {
@@ -169,22 +180,28 @@ export class ShardStore {
       if (err?.name === 'NoModificationAllowedError') return null;
       throw err;
     }
-    let verified = 0;
+    const partial = new Partial(this, name, size, blockSize, data, sidecar, 0);
     try {
-      const note = sidecar.getSize() ? readJson(sidecar) : null;
-      if (note && note.size === size && note.blockSize === blockSize) verified = note.verified;
-    } catch { /* an unreadable sidecar means nothing is known to be verified */ }
-    const present = data.getSize() >= size
-      ? Math.ceil(size / blockSize) : Math.floor(data.getSize() / blockSize);
-    verified = Math.min(verified, present);
-    const partial = new Partial(this, name, size, blockSize, data, sidecar, verified);
-    if (verified === 0) partial.rewind(0);
+      partial.verified = Math.min(claimedBlocks(sidecar, size, blockSize), data.getSize() >= size
+        ? Math.ceil(size / blockSize) : Math.floor(data.getSize() / blockSize));
+      if (partial.verified === 0) partial.rewind(0);
+    } catch (err) {
+      partial.close();  // e.g. no space for the sidecar: leave no handle open
+      throw err;
+    }
     return partial;
   }
 
+  // Remove a partial download; one still open elsewhere (a fetch being aborted, another
+  // tab) is left for a later load to resume or clean.
   async removePartial(name) {
-    await removeIfPresent(this.partial, `${name}.bin`);
-    await removeIfPresent(this.partial, `${name}.json`);
+    for (const file of [`${name}.bin`, `${name}.json`]) {
+      try {
+        await removeIfPresent(this.partial, file);
+      } catch (err) {
+        if (err?.name !== 'NoModificationAllowedError') throw err;
+      }
+    }
   }
 
   // Bytes already verified in partial downloads, per shard name.

@@ -23,7 +23,8 @@ try {
 """
 
 # What OPFS holds under doppler/: {shards: {name: size}, partial: {file: size},
-# sidecars: {name: json}, models: [record]}, read from the page (not the worker).
+# sidecars: {name: parsed JSON}, models: [parsed record]}, read from the page (not the
+# worker); a file that is not valid JSON comes back as its text, so tests can see it.
 OPFS = """
 const out = {shards: {}, partial: {}, sidecars: {}, models: []};
 let root;
@@ -36,10 +37,8 @@ for (const dir of ['shards', 'partial', 'models']) {
   for await (const [name, file] of handle.entries()) {
     const blob = await file.getFile();
     if (dir === 'shards') out.shards[name.replace(/\\.bin$/, '')] = blob.size;
-    else if (dir === 'models') out.models.push(JSON.parse(await blob.text()));
-    else if (name.endsWith('.json')) {
-      out.sidecars[name.slice(0, -5)] = JSON.parse(await blob.text());
-    }
+    else if (dir === 'models') out.models.push(await blob.text());
+    else if (name.endsWith('.json')) out.sidecars[name.slice(0, -5)] = await blob.text();
     else out.partial[name] = blob.size;
   }
 }
@@ -58,8 +57,18 @@ def load(driver: Any, url: str) -> dict[str, Any]:
     return run_async(driver, LOAD, url)
 
 
+def _parsed(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def opfs(driver: Any) -> dict[str, Any]:
-    return run_async(driver, OPFS)
+    found = run_async(driver, OPFS)
+    found["models"] = [_parsed(text) for text in found["models"]]
+    found["sidecars"] = {name: _parsed(text) for name, text in found["sidecars"].items()}
+    return found
 
 
 def generate(driver: Any) -> list[int]:

@@ -20,9 +20,12 @@ from doppler.gpu.budget import GpuBudget
 from doppler.gpu.device import Gpu
 from doppler.jsffi import js
 from doppler.model.weights import Piece, Weight, allocate, pieces
+from doppler.storage.cache import estimate
+from doppler.storage.errors import QuotaExceeded, StorageFull
 from doppler.storage.http import fetch_bytes
 from doppler.storage.progress import LoadProgress
 from doppler.storage.records import ModelRecord
+from doppler.storage.space import out_of_space
 from doppler.storage.tier import ShardTier
 
 Progress = Callable[[dict[str, Any]], None]
@@ -67,8 +70,18 @@ async def load_model(
     manifest = parse_manifest(manifest_bytes)
     identity = model_id(manifest_bytes)
     tier = await ShardTier.open(source_bases(manifest_url, manifest), identity)
+    files = {ref.name: ref.size for ref in manifest.index}  # every file, as they get known
+    if manifest.tokenizer is not None:
+        files[manifest.tokenizer.name] = manifest.tokenizer.size
     try:
-        return await _load(tier, identity, manifest_url, manifest, gpu, budget, progress)
+        return await _load(tier, identity, manifest_url, manifest, files, gpu, budget, progress)
+    except QuotaExceeded as err:
+        tier.abort()
+        await tier.forget(identity, files)  # nothing half-written stays behind
+        if not isinstance(err, StorageFull):
+            raise
+        quota, usage = await estimate()
+        raise out_of_space(manifest.name, manifest.total_size, quota, usage, str(err)) from err
     except BaseException:
         tier.abort()
         raise
@@ -79,11 +92,15 @@ async def _load(
     identity: str,
     manifest_url: str,
     manifest: Manifest,
+    files: dict[str, int],
     gpu: Gpu,
     budget: GpuBudget,
     progress: Progress,
 ) -> LoadedModel:
-    files = {ref.name: ref.size for ref in manifest.index}
+    def record() -> ModelRecord:
+        return ModelRecord(identity, manifest.name, manifest_url, files, js.Date.now())
+
+    await tier.reserve(record(), manifest.total_size)
     indexes: list[Index] = []
     for ref in manifest.index:
         fetched = await tier.get(ref.name, ref.size)
@@ -91,7 +108,6 @@ async def _load(
     tokenizer = None
     if manifest.tokenizer is not None:
         ref = manifest.tokenizer
-        files[ref.name] = ref.size
         tokenizer = json.loads((await tier.get(ref.name, ref.size)).data.to_bytes())
 
     limit = gpu.limits["maxStorageBufferBindingSize"]
@@ -107,8 +123,10 @@ async def _load(
 
     sizes = {shard: shard_index[shard].shards[shard].size for shard in by_shard}
     files.update(sizes)
-    await tier.reserve(ModelRecord(identity, manifest.name, manifest_url, files, js.Date.now()))
-    tracker = LoadProgress(progress, sizes, caching=tier.caching, note=tier.reason)
+    await tier.remember(record())
+    tracker = LoadProgress(
+        progress, sizes, caching=tier.caching, note=tier.reason, heap=tier.heap_bytes
+    )
     queue = gpu.device.queue
 
     def upload(shard: str, items: list[Piece]) -> Callable[[], Awaitable[None]]:

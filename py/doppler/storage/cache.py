@@ -12,7 +12,7 @@ from typing import Any
 
 from doppler_js import storage  # type: ignore[import-not-found]
 
-from doppler.jsffi import JsProxy, js_object, to_py
+from doppler.jsffi import JsProxy, is_nullish, js_object, to_py
 from doppler.storage.errors import InUse, NotCached, StorageError
 from doppler.storage.eviction import choose_victims, orphaned_shards
 from doppler.storage.records import ModelRecord
@@ -31,10 +31,9 @@ class Cache:
     async def open() -> tuple[Cache | None, str | None]:
         """The cache, or ``(None, reason)`` when this browser context has no usable OPFS."""
         opened = await storage.openStore()
-        store = opened.store
-        if store is None:
+        if is_nullish(opened.store):
             return None, str(opened.reason)
-        return Cache(store), None
+        return Cache(opened.store), None
 
     async def records(self) -> list[ModelRecord]:
         docs = to_py(await self.store.listModels()) or []
@@ -62,16 +61,25 @@ class Cache:
             await self.store.deleteModel(record.model_id)
         return sum(shards.values())
 
-    async def reserve(self, record: ModelRecord) -> None:
+    async def reserve(self, record: ModelRecord, total_size: int) -> None:
         """Record the model, then make sure its missing bytes fit, evicting least recently
-        used models not in use; on failure forget the model again and raise QuotaExceeded."""
-        await self.save(record)
+        used models not in use; on failure forget the model again and raise QuotaExceeded.
+
+        Called before any file is fetched, when only the manifest is known: the files not
+        yet named (weight shards) count as missing unless an earlier load recorded them.
+        """
+        records = await self.records()
+        earlier = next((r for r in records if r.model_id == record.model_id), None)
+        known = {**(earlier.shards if earlier else {}), **record.shards}
+        await self.save(
+            ModelRecord(record.model_id, record.name, record.url, known, record.last_used)
+        )
         stored = await self.stored()
-        needed = missing_bytes(record.shards, stored, await self.partial())
+        present = sum(known.values()) - missing_bytes(known, stored, await self.partial())
+        needed = max(0, total_size - present)
         quota, usage = await estimate()
         freed = 0
         if needed > quota - usage:
-            records = await self.records()
             in_use = set(to_py(await storage.modelsInUse())) | {record.model_id}
             victims = choose_victims(records, in_use, needed - (quota - usage), stored)
             freed = await self._delete(victims, records)
@@ -79,8 +87,15 @@ class Cache:
         try:
             check_fits(record.name, needed, quota, usage, freed)
         except StorageError:
-            await self._delete([record], await self.records())
+            await self.forget(record.model_id, known)
             raise
+
+    async def forget(self, model_id: str, files: dict[str, int]) -> None:
+        """Delete a model's record and its ``files`` that no other model uses, including
+        partial downloads and a record a failed write left unreadable."""
+        records = [r for r in await self.records() if r.model_id != model_id]
+        gone = ModelRecord(model_id, "", "", files, 0.0)
+        await self._delete([gone], [*records, gone])
 
     async def listing(self) -> list[dict[str, Any]]:
         stored = await self.stored()

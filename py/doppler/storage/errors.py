@@ -29,6 +29,11 @@ class QuotaExceeded(StorageError):
     code = "quota_exceeded"
 
 
+class StorageFull(QuotaExceeded):
+    """A write to OPFS ran out of space although the estimate said the model would fit
+    (browsers enforce limits that ``estimate()`` does not show)."""
+
+
 class NotCached(StorageError):
     """``cache.delete`` was given a model id or shard name the cache does not hold."""
 
@@ -49,7 +54,7 @@ class CacheUnavailable(StorageError):
 
 BY_CODE: dict[str, type[StorageError]] = {
     cls.code: cls
-    for cls in (FetchError, IntegrityError, QuotaExceeded, NotCached, InUse, CacheUnavailable)
+    for cls in (FetchError, IntegrityError, StorageFull, NotCached, InUse, CacheUnavailable)
 }
 
 

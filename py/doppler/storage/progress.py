@@ -27,6 +27,7 @@ class LoadProgress:
         *,
         caching: bool,
         note: str | None = None,
+        heap: Callable[[], int | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._emit = emit
@@ -37,6 +38,7 @@ class LoadProgress:
         self._source = "cache"
         self._caching = caching
         self._note = note
+        self._heap = heap
         self._clock = clock
         self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])
         self._emitted_at = float("-inf")
@@ -91,4 +93,5 @@ class LoadProgress:
             "networkBytes": self._from["network"],
             "caching": self._caching,
             "cachingNote": self._note,
+            "heapBytes": self._heap(),
         }

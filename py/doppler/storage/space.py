@@ -17,6 +17,9 @@ def missing_bytes(shards: dict[str, int], stored: dict[str, int], partial: dict[
     )
 
 
+ADVICE = "Delete cached models (cache.delete) or free disk space, then retry."
+
+
 def check_fits(name: str, needed: int, quota: int, usage: int, freed: int) -> None:
     """Raise :class:`QuotaExceeded` with the numbers when ``needed`` more bytes won't fit."""
     free = max(0, quota - usage)
@@ -26,5 +29,13 @@ def check_fits(name: str, needed: int, quota: int, usage: int, freed: int) -> No
     raise QuotaExceeded(
         f"not enough storage to cache {name}: it needs {mib(needed)} more, but only "
         f"{mib(free)} of this site's {mib(quota)} storage quota is free ({mib(usage)} in "
-        f"use{evicted}). Delete cached models (cache.delete) or free disk space, then retry."
+        f"use{evicted}). {ADVICE}"
+    )
+
+
+def out_of_space(name: str, total: int, quota: int, usage: int, detail: str) -> QuotaExceeded:
+    """The error for a write that ran out of space, with the numbers the browser gives."""
+    return QuotaExceeded(
+        f"not enough storage to cache {name} ({mib(total)}): {detail}; this site's storage "
+        f"reports {mib(usage)} in use of a {mib(quota)} quota. {ADVICE}"
     )

@@ -44,10 +44,20 @@ class ShardTier:
     def caching(self) -> bool:
         return self.cache is not None
 
-    async def reserve(self, record: ModelRecord) -> None:
-        """Record the model in the cache and make room for it (no-op without a cache)."""
+    async def reserve(self, record: ModelRecord, total_size: int) -> None:
+        """Make room for a model of ``total_size`` bytes (no-op without a cache)."""
         if self.cache is not None:
-            await self.cache.reserve(record)
+            await self.cache.reserve(record, total_size)
+
+    async def remember(self, record: ModelRecord) -> None:
+        """Record every file of the model once the index shards have named them."""
+        if self.cache is not None:
+            await self.cache.save(record)
+
+    async def forget(self, model_id: str, files: dict[str, int]) -> None:
+        """Remove what this model left in the cache (after a write ran out of space)."""
+        if self.cache is not None:
+            await self.cache.forget(model_id, files)
 
     async def get(
         self,
@@ -79,6 +89,13 @@ class ShardTier:
         if not result.ok:
             raise from_code(str(result.code), str(result.message))
         return Fetched(result.data, str(result.source), bool(result.cached))
+
+    @staticmethod
+    def heap_bytes() -> int:
+        """Size of Pyodide's wasm memory: loading must not grow it by the model's size."""
+        import pyodide_js  # type: ignore[import-not-found]
+
+        return int(pyodide_js._module.HEAPU8.byteLength)
 
     def abort(self) -> None:
         """Stop every fetch of this load and stop marking the model in use."""

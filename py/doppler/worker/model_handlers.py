@@ -82,8 +82,11 @@ def handlers(worker: Worker) -> dict[str, Any]:
         return {"gpuMsPerToken": sum(by_kernel.values()), "byKernel": by_kernel}
 
     async def unload(_payload: Any, _emit: Emit) -> dict[str, bool]:
+        from doppler_js import storage  # type: ignore[import-not-found]
+
         had = state["session"] is not None
         release()
+        storage.releaseModel()  # the model's cache entry may be evicted or deleted now
         return {"unloaded": had}
 
     return {
