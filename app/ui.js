@@ -14,7 +14,8 @@ const LIMITS_SHOWN = ['maxStorageBufferBindingSize', 'maxBufferSize',
   'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup'];
 
 function formatBytes(n) {
-  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 2 ** 20).toFixed(0)} MiB`;
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(1)} GiB`;
+  return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(0)} MiB` : `${(n / 2 ** 10).toFixed(0)} KiB`;
 }
 
 function showMessage(text, kind = 'error') {

@@ -44,6 +44,8 @@ def test_cache_panel_lists_and_deletes(site_url, models_url, browser_factory):
     driver.get(f"{site_url}index.html?model={small}")
     wait = WebDriverWait(driver, 300)
     rows = "#cache-list tr"
+    # The panel may list the model while it is still loading; wait for the load to finish.
+    wait.until(lambda d: "is ready" in d.find_element("id", "model-state").text)
     wait.until(lambda d: len(d.find_elements("css selector", rows)) == 1)
     assert driver.find_element("css selector", f"{rows} button").text == "In use"
     assert "cached" in driver.find_element("id", "cache-usage").text
@@ -51,6 +53,7 @@ def test_cache_panel_lists_and_deletes(site_url, models_url, browser_factory):
     url_field.clear()
     url_field.send_keys(big)
     driver.find_element("id", "load-button").click()
+    wait.until(lambda d: "big" in d.find_element("id", "model-state").text)
     wait.until(lambda d: len(d.find_elements("css selector", rows)) == 2)
     first, second = driver.find_elements("css selector", rows)
     assert "KiB" in first.text + second.text or "MiB" in first.text + second.text

@@ -15,10 +15,13 @@ def test_dist_has_everything_the_worker_loads(site_dir):
     for name in ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip"):
         assert (site_dir / "pyodide" / name).is_file()
     install = json.loads((site_dir / "wheels" / "index.json").read_text())["install"]
-    with zipfile.ZipFile(site_dir / "wheels" / install[0]) as wheel:
+    assert [name.split("-")[0] for name in install] == ["markupsafe", "jinja2", "doppler"]
+    with zipfile.ZipFile(site_dir / "wheels" / install[-1]) as wheel:
         names = wheel.namelist()
     assert "doppler/worker/main.py" in names
     assert any(name.endswith(".dist-info/RECORD") for name in names)
+    with zipfile.ZipFile(site_dir / "wheels" / install[0]) as wheel:
+        assert not any(name.endswith(".c") for name in wheel.namelist())  # pure MarkupSafe
     shaders = json.loads((site_dir / "shaders" / "bundle.json").read_text())
     assert {"rmsnorm.wgsl", "matvec.wgsl"} <= shaders.keys()
 
