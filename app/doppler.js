@@ -71,11 +71,17 @@ export class Doppler {
   }
 
   // Load an RDRR model from its root manifest URL. options: {onProgress(event),
-  // contextLength, signal}. Resolves with what was loaded ({modelId, name, arch, ...}).
-  async load(manifestUrl, { onProgress, contextLength, signal } = {}) {
+  // contextLength, signal, gpuBudgetBytes (GPU memory DOPPLER may use; MoE experts that do
+  // not fit are paged), ramBudgetBytes (JS memory for recently used experts; 0 = none),
+  // pagingPolicy ('cycle-lfu' or 'lru')}. Resolves with what was loaded ({modelId, name,
+  // arch, ..., experts}).
+  async load(manifestUrl, {
+    onProgress, contextLength, signal, gpuBudgetBytes, ramBudgetBytes, pagingPolicy,
+  } = {}) {
     const url = new URL(manifestUrl, globalThis.location?.href).href;
     requestPersistence();  // not awaited: Firefox asks the user, and loading need not wait
-    return this.client.request('load', { url, contextLength }, {
+    const payload = { url, contextLength, gpuBudgetBytes, ramBudgetBytes, pagingPolicy };
+    return this.client.request('load', payload, {
       signal, onEvent: (event) => onProgress?.(event),
     });
   }

@@ -7,9 +7,11 @@ export class PlanRunner {
     this.dispatches = dispatches.map((d) => ({ ...d }));
   }
 
-  encode(encoder) {
+  // Dispatches [start, end) (all by default) in one compute pass.
+  encode(encoder, start = 0, end = this.dispatches.length) {
     const pass = encoder.beginComputePass();
-    for (const d of this.dispatches) {
+    for (let i = start; i < end; i++) {
+      const d = this.dispatches[i];
       pass.setPipeline(d.pipeline);
       pass.setBindGroup(0, d.bindGroup);
       pass.dispatchWorkgroups(d.x, d.y, d.z);

@@ -152,3 +152,14 @@ fn down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     dst[out] = select(0.0, dst[out], params.accumulate == 1u) + total;
   }
 }
+
+// shared_gate (Qwen2-MoE's gated shared expert): dst[i] += sigmoid(gate_logit[t]) * src[i]
+// for i < n_tokens * rows, t = i / rows, with gate_logit bound at 3 (expert_weights' slot),
+// the shared expert's output at 4 and the routed experts' output at 5.
+// Dispatch: (grid_x, ceil(ceil(n_tokens * rows / WG) / grid_x)) workgroups.
+@compute @workgroup_size(WG)
+fn shared_gate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * params.grid_x + wid.x) * WG + lid;
+  if (i >= params.n_tokens * params.rows) { return; }
+  dst[i] += src[i] / (1.0 + exp(-expert_weights[i / params.rows]));
+}

@@ -92,10 +92,37 @@ CONFIGS["llama_chat"] = {**CONFIGS["llama"], "vocab_size": CHAT_VOCAB}
 CONFIGS["mixtral"] = {
     **CONFIGS["llama"],
     "model_type": "mixtral",
-    "num_local_experts": 4,
+    "num_local_experts": 8,
     "num_experts_per_tok": 2,
 }
+CONFIGS["qwen2_moe"] = {
+    **CONFIGS["qwen2"],
+    "model_type": "qwen2_moe",
+    "num_experts": 8,
+    "num_experts_per_tok": 4,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 80,
+    "norm_topk_prob": False,
+}
+CONFIGS["qwen3_moe"] = {
+    **CONFIGS["qwen2"],
+    "model_type": "qwen3_moe",
+    "head_dim": 16,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 48,
+    "norm_topk_prob": True,
+}
+CONFIGS["olmoe"] = {
+    **CONFIGS["llama"],
+    "model_type": "olmoe",
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "intermediate_size": 48,
+    "norm_topk_prob": False,
+}
 DENSE = ("gemma3", "llama", "llama3_scaled", "qwen2")
+MOE = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 _CORPUS = [
     "Hello there! How are you today? I am fine, thank you.",
     "The quick brown fox jumps over the lazy dog 12345 times.",

@@ -25,6 +25,16 @@ def plant_broken_rope(model: Path, out: Path) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest))
 
 
+def plant_architecture(model: Path, out: Path, arch: str) -> None:
+    """The same model claiming another architecture (one the runtime does not run)."""
+    out.mkdir()
+    for shard in model.glob("*.bin"):
+        (out / shard.name).symlink_to(shard)
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["config"]["arch"] = arch
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """HF folder of each tiny architecture (made once per session)."""
@@ -39,5 +49,6 @@ def model_server(tmp_path_factory: pytest.TempPathFactory, tiny_models) -> Itera
     for name, folder in tiny_models.items():
         convert(folder, root / name, progress=False)
     plant_broken_rope(root / "llama", root / "llama-broken-rope")
+    plant_architecture(root / "llama", root / "llama-as-deepseek", "deepseek_v3")
     with serving(root) as url:
         yield url

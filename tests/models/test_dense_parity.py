@@ -7,10 +7,10 @@ The tolerance is shown to catch a deliberately broken RoPE.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from harness.browser import run_async
+from harness.parity import PROMPT, RTOL, browser_logits, max_relative_error
 from harness.tiny_models import (
     DENSE,
     VOCAB,
@@ -20,28 +20,6 @@ from harness.tiny_models import (
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-PROMPT = [3, 17, 99, 42, 5, 64, 7, 120, 33, 8]
-RTOL = 1e-4  # max |ours - theirs| relative to max |theirs| per position
-
-
-def browser_logits(app, url: str, ids: list[int]) -> np.ndarray:
-    result = run_async(
-        app,
-        """
-        const [url, ids] = args;
-        await doppler.load(url, {contextLength: 64});
-        return await doppler.score({tokenIds: ids, returnLogits: true});
-        """,
-        url,
-        ids,
-    )
-    return np.array(result["logits"], dtype=np.float64)
-
-
-def max_relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
-    scale = np.abs(theirs).max(axis=-1, keepdims=True)
-    return float((np.abs(ours - theirs) / scale).max())
 
 
 @pytest.mark.parametrize("name", DENSE)

@@ -58,9 +58,11 @@ def test_prompt_longer_than_the_context_is_refused(app, model_server):
 
 def test_unknown_or_unsupported_architecture_is_named(app, model_server):
     with pytest.raises(PageError) as info:
-        run_async(app, "await doppler.load(args[0]);", f"{model_server}mixtral/manifest.json")
+        run_async(
+            app, "await doppler.load(args[0]);", f"{model_server}llama-as-deepseek/manifest.json"
+        )
     assert info.value.code == "unsupported_architecture"
-    assert "'mixtral'" in info.value.message
+    assert "'deepseek_v3'" in info.value.message
 
 
 def test_generate_without_a_model_says_so(app):

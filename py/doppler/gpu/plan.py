@@ -47,6 +47,7 @@ class Plan:
     label: str
     features: frozenset[str] = frozenset()  # the device's optional features (kernel choices)
     dispatches: list[Dispatch] = field(default_factory=list)
+    marks: list[tuple[int, Any]] = field(default_factory=list)  # (dispatch index, tag)
     runner: Any = None
     _uniforms: JsProxy | None = None
     _arena: bytearray = field(default_factory=bytearray)
@@ -65,6 +66,11 @@ class Plan:
             return  # nothing to do (e.g. an empty part)
         slot = params_binding if params_binding is not None else len(bindings)
         self.dispatches.append(Dispatch(key, bindings, params, slot, grid))
+
+    def mark(self, tag: Any) -> None:
+        """Note a point where the caller may stop, read results back and go on (expert
+        paging); ``encode`` can record the dispatches between two marks."""
+        self.marks.append((len(self.dispatches), tag))
 
     async def finish(
         self, pipelines: PipelineCache, budget: GpuBudget, initial_state: Any = None
@@ -138,13 +144,21 @@ class Plan:
             by_kernel[kernel] = by_kernel.get(kernel, 0.0) + item["ms"]
         return dict(sorted(by_kernel.items(), key=lambda kv: -kv[1]))
 
-    def encode(self, encoder: JsProxy, device: JsProxy, state: Any = None) -> None:
-        """Record the whole plan; dynamic params are computed from ``state`` first."""
-        if self._dynamic:
+    def encode(
+        self,
+        encoder: JsProxy,
+        device: JsProxy,
+        state: Any = None,
+        start: int = 0,
+        end: int | None = None,
+    ) -> None:
+        """Record dispatches ``[start, end)`` (default all); a run starting at 0 first
+        computes the dynamic params from ``state``."""
+        if self._dynamic and start == 0:
             for slot, make in self._dynamic:
                 self._put(slot, make(state))
             self._upload(device)
-        self.runner.encode(encoder)
+        self.runner.encode(encoder, start, len(self.dispatches) if end is None else end)
 
 
 def _entry(binding: Binding) -> dict[str, Any]:

@@ -16,10 +16,12 @@ from typing import Any
 
 from doppler.format.index import Index, parse_index
 from doppler.format.manifest import Manifest, model_id, parse_manifest
+from doppler.format.names import expert_of
 from doppler.gpu.budget import GpuBudget
 from doppler.gpu.device import Gpu
 from doppler.jsffi import js
 from doppler.model.weights import Piece, Weight, allocate, pieces
+from doppler.moe.experts import ExpertCatalog, catalog
 from doppler.storage.cache import estimate
 from doppler.storage.errors import QuotaExceeded, StorageFull
 from doppler.storage.http import fetch_bytes
@@ -34,11 +36,50 @@ PARALLEL_SHARDS = 3
 
 @dataclass
 class LoadedModel:
+    """A model's dense weights on the GPU; its routed experts are only catalogued (the
+    model builder decides, from what the budget leaves, whether they all load or page)."""
+
     model_id: str
     url: str
     manifest: Manifest
     weights: dict[str, Weight]
     tokenizer_spec: dict[str, Any] | None
+    experts: ExpertCatalog | None
+    tier: ShardTier
+    shard_index: dict[str, Index]  # weight shard name -> the index shard describing it
+
+    async def upload(self, gpu: Gpu, by_shard: dict[str, list[Piece]], progress: Progress) -> None:
+        """Fetch each shard of ``by_shard`` (verified, cached) and copy its pieces to the GPU."""
+        sizes = {shard: self.shard_index[shard].shards[shard].size for shard in by_shard}
+        tracker = LoadProgress(
+            progress,
+            sizes,
+            caching=self.tier.caching,
+            note=self.tier.reason,
+            heap=self.tier.heap_bytes,
+        )
+        queue = gpu.device.queue
+
+        def job_for(shard: str, items: list[Piece]) -> Callable[[], Awaitable[None]]:
+            async def job() -> None:
+                index = self.shard_index[shard]
+                fetched = await self.tier.get(
+                    shard,
+                    sizes[shard],
+                    block_size=index.block_size,
+                    blocks=index.shards[shard].blocks,
+                    on_bytes=lambda count: tracker.received(shard, count),
+                )
+                for piece in items:
+                    queue.writeBuffer(
+                        piece.buffer, piece.offset, fetched.data, piece.shard_offset, piece.size
+                    )
+                tracker.finished(shard, fetched.source)
+
+            return job
+
+        await run_bounded([job_for(s, items) for s, items in by_shard.items()], PARALLEL_SHARDS)
+        await queue.onSubmittedWorkDone()
 
 
 def source_bases(manifest_url: str, manifest: Manifest) -> list[str]:
@@ -117,36 +158,22 @@ async def _load(
     for index in indexes:
         shard_index.update({name: index for name in index.shards})
         for name, entry in index.tensors.items():
+            if expert_of(name) is not None:
+                continue  # experts go to the pager's slots, not to buffers of their own
             weights[name] = allocate(entry, budget, limit)
             for shard, items in pieces(entry, weights[name]).items():
                 by_shard.setdefault(shard, []).extend(items)
-
-    sizes = {shard: shard_index[shard].shards[shard].size for shard in by_shard}
-    files.update(sizes)
+    files.update({shard: index.shards[shard].size for shard, index in shard_index.items()})
     await tier.remember(record())
-    tracker = LoadProgress(
-        progress, sizes, caching=tier.caching, note=tier.reason, heap=tier.heap_bytes
+    loaded = LoadedModel(
+        identity,
+        manifest_url,
+        manifest,
+        weights,
+        tokenizer,
+        catalog(manifest.config, indexes),
+        tier,
+        shard_index,
     )
-    queue = gpu.device.queue
-
-    def upload(shard: str, items: list[Piece]) -> Callable[[], Awaitable[None]]:
-        async def job() -> None:
-            index = shard_index[shard]
-            fetched = await tier.get(
-                shard,
-                sizes[shard],
-                block_size=index.block_size,
-                blocks=index.shards[shard].blocks,
-                on_bytes=lambda count: tracker.received(shard, count),
-            )
-            for piece in items:
-                queue.writeBuffer(
-                    piece.buffer, piece.offset, fetched.data, piece.shard_offset, piece.size
-                )
-            tracker.finished(shard, fetched.source)
-
-        return job
-
-    await run_bounded([upload(s, items) for s, items in by_shard.items()], PARALLEL_SHARDS)
-    await queue.onSubmittedWorkDone()
-    return LoadedModel(identity, manifest_url, manifest, weights, tokenizer)
+    await loaded.upload(gpu, by_shard, progress)
+    return loaded

@@ -15,7 +15,7 @@ from typing import Any
 from doppler.errors import BadRequest, DopplerError
 from doppler.model.ops import Sampling
 from doppler.model.stops import StopScanner
-from doppler.model.transformer import DenseModel
+from doppler.model.transformer import Model
 from doppler.tokenizer import Tokenizer
 from doppler.worker.protocol import Emit
 
@@ -56,7 +56,7 @@ class GenerateOptions:
 
 
 class Session:
-    def __init__(self, model: DenseModel, tokenizer: Tokenizer | None) -> None:
+    def __init__(self, model: Model, tokenizer: Tokenizer | None) -> None:
         self.model = model
         self.tokenizer = tokenizer
 
@@ -101,6 +101,8 @@ class Session:
         finish = "length" if max_tokens == options.max_tokens else "context_full"
         started = time.perf_counter()
         first_token_at = started
+        if self.model.experts is not None:
+            self.model.experts.reset_stats()
         tokens = self.model.generate(prompt, options.sampling, max_tokens)
         try:
             async for token in tokens:
@@ -126,19 +128,22 @@ class Session:
                 emit({"type": "delta", "text": tail, "tokenIds": []})
         decode_s = time.perf_counter() - first_token_at
         model = self.model
+        stats: dict[str, Any] = {
+            "promptTokens": len(prompt),
+            "generatedTokens": len(generated),
+            "ttftMs": (first_token_at - started) * 1000,
+            "prefillTokPerS": len(prompt) / max(first_token_at - started, 1e-9),
+            "decodeTokPerS": (len(generated) - 1) / decode_s if decode_s > 0 else 0.0,
+            "cpuMsPerToken": 1000 * model.decode_cpu_s / max(model.decode_steps, 1),
+            "dispatchesPerToken": model.dispatches_per_token,
+        }
+        if model.experts is not None:
+            stats["paging"] = model.experts.report(len(prompt) + len(generated))
         return {
             "text": "".join(text_parts),
             "tokenIds": generated,
             "finishReason": finish,
-            "stats": {
-                "promptTokens": len(prompt),
-                "generatedTokens": len(generated),
-                "ttftMs": (first_token_at - started) * 1000,
-                "prefillTokPerS": len(prompt) / max(first_token_at - started, 1e-9),
-                "decodeTokPerS": (len(generated) - 1) / decode_s if decode_s > 0 else 0.0,
-                "cpuMsPerToken": 1000 * model.decode_cpu_s / max(model.decode_steps, 1),
-                "dispatchesPerToken": model.dispatches_per_token,
-            },
+            "stats": stats,
         }
 
     async def score(self, payload: dict[str, Any]) -> dict[str, Any]:

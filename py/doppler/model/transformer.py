@@ -1,10 +1,13 @@
-"""The dense decoder-only transformer (Llama, Qwen2, Gemma 3) as prepared GPU plans.
+"""The decoder-only transformer (Llama, Qwen2, Gemma 3; Mixtral, Qwen2/3-MoE, OLMoE) as
+prepared GPU plans.
 
 The architecture config says everything that differs between these families (q/k/v bias,
 q/k norms, post-norms, norm weight offset, activation, sliding layers with their own RoPE
 base, embedding scale, soft-capping, tied embeddings), so one builder serves them; MoE
-feed-forward blocks plug in where :func:`_ffn` is, and the place for a per-layer LoRA delta
-is after each projection in :func:`_project`.
+layers use :func:`doppler.model.moe_block.moe_ffn` where dense ones use :func:`_ffn`, and
+the place for a per-layer LoRA delta is after each projection in :func:`_project`. When the
+experts are paged, a pass runs in segments that end at each MoE layer's routing (see
+:meth:`Model._record`).
 
 Two plans share the weights and the KV cache: ``decode`` runs one token (its id is the one
 the GPU sampler wrote) and ``prefill`` runs ``PREFILL_TOKENS`` prompt tokens at once with
@@ -27,11 +30,14 @@ from doppler.gpu.plan import Plan
 from doppler.gpu.shaders import PipelineCache
 from doppler.jsffi import JsProxy, js, js_object
 from doppler.model import ops
-from doppler.model.loader import LoadedModel
+from doppler.model.loader import LoadedModel, Progress
+from doppler.model.moe_block import MoeScratch, allocate_scratch, moe_ffn
 from doppler.model.rope import inv_freq
 from doppler.model.weights import Weight
+from doppler.moe.pager import ExpertPager, build_pager
 
-DENSE_ARCHS = ("llama", "qwen2", "gemma3")
+RUNNABLE_ARCHS = ("llama", "qwen2", "gemma3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+PLAN_RESERVE_BYTES = 4 << 20  # GPU bytes kept back from the expert arenas for the plans' uniforms
 RING = 64  # sampled-token ring slots; more than the passes ever in flight
 PREFILL_TOKENS = 8  # tokens per prefill pass
 SPLIT_LEN = 64  # decode attention: keys per split-K workgroup
@@ -48,6 +54,7 @@ class Shared:
     kv: list[tuple[JsProxy, JsProxy]] = field(default_factory=list)
     inv_freq: dict[str, JsProxy] = field(default_factory=dict)
     ring: JsProxy | None = None
+    experts: ExpertPager | None = None
 
 
 @dataclass
@@ -73,6 +80,7 @@ class Activations:
     logits: JsProxy
     logits_readback: JsProxy
     partials: JsProxy | None  # split-K attention partials (decode pass only)
+    moe: MoeScratch | None  # MoE models only
 
 
 @dataclass
@@ -82,7 +90,7 @@ class Pass:
 
 
 @dataclass
-class DenseModel:
+class Model:
     """A model ready to run. ``decode`` embeds the id in its ``ids`` buffer (where the GPU
     sampler writes) and leaves logits, which ``sampler`` turns into the next id on the GPU,
     so consecutive tokens never wait for a round trip through the CPU."""
@@ -95,6 +103,7 @@ class DenseModel:
     prefill: Pass
     sampler: Plan
     ring: JsProxy  # where the sampler stores each step's id
+    experts: ExpertPager | None
     decode_cpu_s: float = 0.0  # CPU (Python + FFI) time spent recording decode steps
     decode_steps: int = 0
     _readbacks: list[JsProxy] = field(default_factory=list)
@@ -107,7 +116,7 @@ class DenseModel:
         """Logits after each of ``ids`` (a fresh sequence from position 0)."""
         rows: list[list[float]] = []
         for start, count, run in self._passes(len(ids)):
-            encoder = self._record(run, start, ids[start : start + count])
+            encoder = await self._record(run, start, ids[start : start + count])
             readback = run.act.logits_readback
             nbytes = count * self.config.vocab_size * 4
             encoder.copyBufferToBuffer(run.act.logits, 0, readback, 0, nbytes)
@@ -127,15 +136,16 @@ class DenseModel:
         closing the iterator."""
         queue = self.gpu.device.queue
         for start, count, run in self._passes(len(prompt) - 1):
-            queue.submit(
-                js_object([self._record(run, start, prompt[start : start + count]).finish()])
-            )
-        in_flight = [self._submit_sampled(len(prompt) - 1, prompt[-1], sampling, 0)]
+            encoder = await self._record(run, start, prompt[start : start + count])
+            queue.submit(js_object([encoder.finish()]))
+        in_flight = [await self._submit_sampled(len(prompt) - 1, prompt[-1], sampling, 0)]
         self.decode_cpu_s, self.decode_steps = 0.0, 0
         for step in range(max_tokens):
             if step + 1 < max_tokens:
                 started = time.perf_counter()
-                in_flight.append(self._submit_sampled(len(prompt) + step, None, sampling, step + 1))
+                in_flight.append(
+                    await self._submit_sampled(len(prompt) + step, None, sampling, step + 1)
+                )
                 self.decode_cpu_s += time.perf_counter() - started
                 self.decode_steps += 1
             readback = in_flight.pop(0)
@@ -146,8 +156,15 @@ class DenseModel:
             yield int(token)
 
     def _passes(self, count: int) -> list[tuple[int, int, Pass]]:
-        """Cover positions [0, count): full prefill chunks, then single-token passes."""
+        """Cover positions [0, count): full prefill chunks, then single-token passes (only
+        single-token ones when a chunk's experts might not fit a layer's GPU slots)."""
         full = count - count % PREFILL_TOKENS
+        experts = self.experts
+        if experts is not None and not experts.resident:
+            moe = self.config.moe
+            assert moe is not None
+            if experts.slots_per_layer() < min(moe.num_experts, PREFILL_TOKENS * moe.top_k):
+                full = 0
         chunks = [(s, PREFILL_TOKENS, self.prefill) for s in range(0, full, PREFILL_TOKENS)]
         return chunks + [(s, 1, self.decode) for s in range(full, count)]
 
@@ -155,21 +172,42 @@ class DenseModel:
         cap = self.config.final_softcap
         return [cap * math.tanh(v / cap) for v in row] if cap else row
 
-    def _record(self, run: Pass, start: int, ids: list[int] | None) -> JsProxy:
+    async def _record(self, run: Pass, start: int, ids: list[int] | None) -> JsProxy:
         """Write the pass's inputs and record its plan; ``ids=None`` keeps the id the sampler
-        left in the decode pass's ``ids`` buffer."""
-        queue = self.gpu.device.queue
+        left in the decode pass's ``ids`` buffer. With paged experts, every segment up to a
+        MoE layer's routing is submitted and its expert ids read back so the pager can make
+        them resident; the encoder returned holds the last segment."""
+        device = self.gpu.device
         if ids is not None:
-            queue.writeBuffer(run.act.ids, 0, _u32(ids))
-        queue.writeBuffer(run.act.positions, 0, _u32(list(range(start, start + run.act.n))))
-        encoder = self.gpu.device.createCommandEncoder()
-        run.plan.encode(encoder, self.gpu.device)
+            device.queue.writeBuffer(run.act.ids, 0, _u32(ids))
+        device.queue.writeBuffer(run.act.positions, 0, _u32(list(range(start, start + run.act.n))))
+        begin = 0
+        for end, layer in run.plan.marks:
+            encoder = device.createCommandEncoder()
+            run.plan.encode(encoder, device, None, begin, end)
+            chosen = await self._read_expert_ids(encoder, run.act)
+            assert self.experts is not None
+            await self.experts.ensure(layer, chosen)
+            begin = end
+        encoder = device.createCommandEncoder()
+        run.plan.encode(encoder, device, None, begin)
         return encoder
 
-    def _submit_sampled(
+    async def _read_expert_ids(self, encoder: JsProxy, act: Activations) -> list[int]:
+        """Submit ``encoder`` with a copy of the pass's routed expert ids; wait for them."""
+        assert act.moe is not None
+        nbytes = act.moe.ids_readback.size
+        encoder.copyBufferToBuffer(act.moe.routing.ids, 0, act.moe.ids_readback, 0, nbytes)
+        self.gpu.device.queue.submit(js_object([encoder.finish()]))
+        await act.moe.ids_readback.mapAsync(js.GPUMapMode.READ, 0, nbytes)
+        chosen = js.Uint32Array.new(act.moe.ids_readback.getMappedRange(0, nbytes)).to_py()
+        act.moe.ids_readback.unmap()
+        return [int(e) for e in chosen]
+
+    async def _submit_sampled(
         self, position: int, token: int | None, sampling: ops.Sampling, step: int
     ) -> JsProxy:
-        encoder = self._record(self.decode, position, None if token is None else [token])
+        encoder = await self._record(self.decode, position, None if token is None else [token])
         self.sampler.encode(encoder, self.gpu.device, ops.StepState(sampling, step))
         readback = self._readbacks.pop() if self._readbacks else self._new_readback()
         slot = (step % RING) * 4
@@ -186,25 +224,49 @@ def _u32(values: list[int]) -> JsProxy:
     return js.Uint32Array.new(js_object(values))
 
 
+@dataclass(frozen=True)
+class PagingOptions:
+    """How a MoE model keeps its experts: RAM tier bytes (0 = none) and the GPU policy."""
+
+    ram_budget: int = 0
+    policy: str = "cycle-lfu"
+
+
 async def build_model(
     loaded: LoadedModel,
     gpu: Gpu,
     budget: GpuBudget,
     pipelines: PipelineCache,
     context_length: int | None,
-) -> DenseModel:
+    paging: PagingOptions | None = None,
+    progress: Progress | None = None,
+) -> Model:
     cfg = loaded.manifest.config
-    if cfg.arch not in DENSE_ARCHS or cfg.moe is not None or cfg.mla is not None:
+    if cfg.arch not in RUNNABLE_ARCHS or cfg.mla is not None:
         raise UnsupportedModel(
-            f"architecture {cfg.arch!r} does not run yet (runs: {', '.join(DENSE_ARCHS)})"
+            f"architecture {cfg.arch!r} does not run yet (runs: {', '.join(RUNNABLE_ARCHS)})"
         )
     ctx = int(context_length or min(cfg.max_position, 4096))
     if not 1 <= ctx <= cfg.max_position:
         raise BadRequest(f"contextLength {ctx} is outside 1..{cfg.max_position} for this model")
     shared = _allocate_shared(cfg, ctx, budget)
+    acts = [_allocate_activations(cfg, n, budget, ctx) for n in (1, PREFILL_TOKENS)]
+    if loaded.experts is not None:
+        paging = paging or PagingOptions()
+        shared.experts = await build_pager(
+            loaded.experts,
+            budget,
+            gpu.limits["maxStorageBufferBindingSize"],
+            budget.limit - budget.total - PLAN_RESERVE_BYTES,
+            loaded.tier,
+            ram_budget=paging.ram_budget,
+            policy=paging.policy,
+            num_layers=cfg.num_layers,
+            upload=lambda pieces: loaded.upload(gpu, pieces, progress or (lambda _event: None)),
+        )
     passes = []
-    for n in (1, PREFILL_TOKENS):
-        act = _allocate_activations(cfg, n, budget, ctx)
+    for act in acts:
+        n = act.n
         plan = Plan(f"{loaded.manifest.name} x{n}", gpu.features)
         _build(plan, cfg, loaded.weights, act, shared, ctx)
         await plan.finish(pipelines, budget)
@@ -213,7 +275,7 @@ async def build_model(
     sampler = Plan(f"{loaded.manifest.name} sampler")
     ops.sample(sampler, decode.act.logits, decode.act.ids, shared.ring, cfg.vocab_size, RING)
     await sampler.finish(pipelines, budget, ops.StepState(ops.Sampling()))
-    return DenseModel(cfg, ctx, gpu, budget, decode, prefill, sampler, shared.ring)
+    return Model(cfg, ctx, gpu, budget, decode, prefill, sampler, shared.ring, shared.experts)
 
 
 def _storage(budget: GpuBudget, count: int, label: str, kind: str = "scratch") -> JsProxy:
@@ -280,6 +342,7 @@ def _allocate_activations(cfg: ArchConfig, n: int, budget: GpuBudget, ctx: int) 
             if _n_splits(n, ctx)
             else None
         ),
+        moe=allocate_scratch(cfg, n, budget),
     )
 
 
@@ -318,7 +381,11 @@ def _build(
         _attention(plan, cfg, w, a, shared, layer, ctx)
         _residual(plan, cfg, w, a, p + "post_attn_norm.weight")
         ops.rmsnorm(plan, a.x, w[p + "ffn_norm.weight"], a.xn, n, eps, offset)
-        _ffn(plan, cfg, w, a, p + "ffn.")
+        if cfg.moe is not None and cfg.moe.is_moe_layer(layer):
+            assert a.moe is not None and shared.experts is not None
+            moe_ffn(plan, cfg, w, a.xn, a.tmp, n, layer, a.moe, shared.experts)
+        else:
+            _ffn(plan, cfg, w, a, p + "ffn.")
         _residual(plan, cfg, w, a, p + "post_ffn_norm.weight")
     ops.rmsnorm(plan, a.x, w["output_norm.weight"], a.xn, n, eps, offset)
     head = w["embed.weight"] if cfg.tie_embeddings else w["lm_head.weight"]
@@ -358,10 +425,11 @@ def _attention(
     _project(plan, w, p + "k", a.xn, a.k, n)
     _project(plan, w, p + "v", a.xn, a.v, n)
     q, k = a.q, a.k
-    if cfg.qk_norm == "head":
+    if cfg.qk_norm != "none":  # per head (Gemma 3, Qwen3) or over the whole projection (OLMoE)
         eps, offset = cfg.norm.eps, cfg.norm.weight_offset
-        ops.rmsnorm(plan, a.q, w[p + "q_norm.weight"], a.qn, n * cfg.num_heads, eps, offset)
-        ops.rmsnorm(plan, a.k, w[p + "k_norm.weight"], a.kn, n * cfg.num_kv_heads, eps, offset)
+        heads = (cfg.num_heads, cfg.num_kv_heads) if cfg.qk_norm == "head" else (1, 1)
+        ops.rmsnorm(plan, a.q, w[p + "q_norm.weight"], a.qn, n * heads[0], eps, offset)
+        ops.rmsnorm(plan, a.k, w[p + "k_norm.weight"], a.kn, n * heads[1], eps, offset)
         q, k = a.qn, a.kn
     sliding = cfg.layer_types[layer] == "sliding"
     freqs = shared.inv_freq["sliding" if sliding else "full"]

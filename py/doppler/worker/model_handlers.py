@@ -8,7 +8,7 @@ from doppler.errors import BadRequest, DopplerError
 from doppler.gpu.budget import GpuBudget
 from doppler.model.loader import load_model
 from doppler.model.session import Session
-from doppler.model.transformer import build_model
+from doppler.model.transformer import PagingOptions, build_model
 from doppler.tokenizer import Tokenizer
 from doppler.worker.protocol import Emit
 
@@ -41,9 +41,15 @@ def handlers(worker: Worker) -> dict[str, Any]:
         release()
         budget = GpuBudget(gpu.device, int(payload.get("gpuBudgetBytes") or gpu.default_budget))
         state["budget"] = budget
+        paging = PagingOptions(
+            ram_budget=int(payload.get("ramBudgetBytes") or 0),
+            policy=str(payload.get("pagingPolicy") or "cycle-lfu"),
+        )
         try:
             loaded = await load_model(payload["url"], gpu, budget, emit)
-            model = await build_model(loaded, gpu, budget, pipelines, payload.get("contextLength"))
+            model = await build_model(
+                loaded, gpu, budget, pipelines, payload.get("contextLength"), paging, emit
+            )
         except BaseException:
             release()
             raise
@@ -61,6 +67,8 @@ def handlers(worker: Worker) -> dict[str, Any]:
             "gpuBytes": dict(budget.used),
             "splitTensors": sorted(n for n, w in loaded.weights.items() if len(w.parts) > 1),
         }
+        if model.experts is not None:
+            state["info"]["experts"] = model.experts.report(0)
         return state["info"]
 
     async def generate(payload: dict[str, Any], emit: Emit) -> dict[str, Any]:

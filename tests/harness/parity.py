@@ -1,0 +1,29 @@
+"""What the parity tests share: the prompt, the tolerance, and how logits are compared."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.browser import run_async
+
+PROMPT = [3, 17, 99, 42, 5, 64, 7, 120, 33, 8]
+RTOL = 1e-4  # max |ours - theirs| relative to max |theirs| per position
+
+
+def browser_logits(app, url: str, ids: list[int]) -> np.ndarray:
+    result = run_async(
+        app,
+        """
+        const [url, ids] = args;
+        await doppler.load(url, {contextLength: 64});
+        return await doppler.score({tokenIds: ids, returnLogits: true});
+        """,
+        url,
+        ids,
+    )
+    return np.array(result["logits"], dtype=np.float64)
+
+
+def max_relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
+    scale = np.abs(theirs).max(axis=-1, keepdims=True)
+    return float((np.abs(ours - theirs) / scale).max())
