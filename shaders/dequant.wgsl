@@ -14,6 +14,14 @@
 // second and third planes (Layout.plane_offsets / 4; the first plane is at 0; pass 0 when the
 // layout has fewer planes). Float rows are zero-padded to 16 bytes, i.e. to whole chunks; the
 // caller masks elements past the logical row length.
+//
+// and, for the matrix-vector kernel, `UNIT` (elements per unit, a multiple of 4) and
+//   decode_unit(row_word, u, plane1, plane2) -> array<vec4<f32>, UNIT / 4>
+//   unit_x4(u, k) -> u32
+// unit u of the row decoded as vec4s, vec4 k holding elements 4 * unit_x4(u, k) + (0..3).
+// The 32-weight blocks take one word of quant bits per unit (8 elements; for nibbles the runs
+// 4i.. and 16 + 4i.. of the block), so neighbouring invocations read neighbouring words; the
+// other layouts take one chunk per unit.
 
 fn byte_at(word: u32, lane: u32) -> u32 {
   return (word >> (8u * lane)) & 0xFFu;
@@ -63,6 +71,38 @@ fn kquant_scale_min(blk: u32, j: u32) -> vec2<f32> {
   return vec2<f32>(d.x * f32(sc), d.y * f32(mn));
 }
 
+// The 8 nibbles of quant word i of a 32-block: (elements 4i + 0..3, elements 16 + 4i + 0..3).
+fn nibble_unit(word: u32) -> array<vec4<f32>, 2> {
+  let bytes = vec4<u32>(word, word >> 8u, word >> 16u, word >> 24u);
+  return array<vec4<f32>, 2>(vec4<f32>(bytes & vec4<u32>(15u)),
+                             vec4<f32>((bytes >> vec4<u32>(4u)) & vec4<u32>(15u)));
+}
+
+fn nibble_x4(u: u32, k: u32) -> u32 {
+  return 8u * (u / 4u) + u % 4u + 4u * k;
+}
+
+// Bit e of qh for the 8 elements of nibble unit u (the 5th bit of Q5 weights), times 16.
+fn high_bits(qh: u32, u: u32) -> array<vec4<f32>, 2> {
+  let at = vec4<u32>(0u, 1u, 2u, 3u) + 4u * (u % 4u);
+  return array<vec4<f32>, 2>(vec4<f32>(((vec4<u32>(qh) >> at) & vec4<u32>(1u)) << vec4<u32>(4u)),
+                             vec4<f32>(((vec4<u32>(qh) >> (at + 16u)) & vec4<u32>(1u)) << vec4<u32>(4u)));
+}
+
+// A decoded chunk as vec4s: the unit of the layouts whose unit is a chunk.
+fn chunk_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, CHUNK / 4u> {
+  let w = decode_chunk(row_word, u, plane1, plane2);
+  var out: array<vec4<f32>, CHUNK / 4u>;
+  for (var k = 0u; k < CHUNK / 4u; k++) {
+    out[k] = vec4<f32>(w[4u * k], w[4u * k + 1u], w[4u * k + 2u], w[4u * k + 3u]);
+  }
+  return out;
+}
+
+fn chunk_x4(u: u32, k: u32) -> u32 {
+  return u * (CHUNK / 4u) + k;
+}
+
 #if LAYOUT_F32
 const CHUNK: u32 = 4u;
 fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, CHUNK> {
@@ -70,6 +110,11 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   return array<f32, CHUNK>(bitcast<f32>(weight[at]), bitcast<f32>(weight[at + 1u]),
                            bitcast<f32>(weight[at + 2u]), bitcast<f32>(weight[at + 3u]));
 }
+const UNIT: u32 = CHUNK;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, UNIT / 4u> {
+  return chunk_unit(row_word, u, plane1, plane2);
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return chunk_x4(u, k); }
 #endif
 
 #if LAYOUT_F16
@@ -83,6 +128,11 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   }
   return out;
 }
+const UNIT: u32 = CHUNK;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, UNIT / 4u> {
+  return chunk_unit(row_word, u, plane1, plane2);
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return chunk_x4(u, k); }
 #endif
 
 #if LAYOUT_BF16
@@ -96,6 +146,11 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   }
   return out;
 }
+const UNIT: u32 = CHUNK;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, UNIT / 4u> {
+  return chunk_unit(row_word, u, plane1, plane2);
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return chunk_x4(u, k); }
 #endif
 
 #if LAYOUT_Q8_0
@@ -111,6 +166,16 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   }
   return out;
 }
+const UNIT: u32 = 8u;
+// Two words (8 signed bytes) per unit.
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, 2> {
+  let d = half_at(row_word + plane1, u / 4u);
+  let shifts = vec4<u32>(24u, 16u, 8u, 0u);
+  let lo = (vec4<i32>(bitcast<i32>(weight[row_word + 2u * u])) << shifts) >> vec4<u32>(24u);
+  let hi = (vec4<i32>(bitcast<i32>(weight[row_word + 2u * u + 1u])) << shifts) >> vec4<u32>(24u);
+  return array<vec4<f32>, 2>(d * vec4<f32>(lo), d * vec4<f32>(hi));
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return 2u * u + k; }
 #endif
 
 #if LAYOUT_Q4_0
@@ -121,6 +186,13 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   for (var e = 0u; e < CHUNK; e++) { out[e] = d * (out[e] - 8.0); }
   return out;
 }
+const UNIT: u32 = 8u;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, 2> {
+  let d = half_at(row_word + plane1, u / 4u);
+  let q = nibble_unit(weight[row_word + u]);
+  return array<vec4<f32>, 2>(d * (q[0] - 8.0), d * (q[1] - 8.0));
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return nibble_x4(u, k); }
 #endif
 
 #if LAYOUT_Q4_1
@@ -131,6 +203,13 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   for (var e = 0u; e < CHUNK; e++) { out[e] = dm.x * out[e] + dm.y; }
   return out;
 }
+const UNIT: u32 = 8u;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, 2> {
+  let dm = unpack2x16float(weight[row_word + plane1 + u / 4u]);
+  let q = nibble_unit(weight[row_word + u]);
+  return array<vec4<f32>, 2>(dm.x * q[0] + dm.y, dm.x * q[1] + dm.y);
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return nibble_x4(u, k); }
 #endif
 
 #if LAYOUT_Q5_0
@@ -144,6 +223,14 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   }
   return out;
 }
+const UNIT: u32 = 8u;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, 2> {
+  let h = high_bits(weight[row_word + plane1 + u / 4u], u);
+  let d = half_at(row_word + plane2, u / 4u);
+  let q = nibble_unit(weight[row_word + u]);
+  return array<vec4<f32>, 2>(d * (q[0] + h[0] - 16.0), d * (q[1] + h[1] - 16.0));
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return nibble_x4(u, k); }
 #endif
 
 #if LAYOUT_Q5_1
@@ -157,6 +244,14 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   }
   return out;
 }
+const UNIT: u32 = 8u;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, 2> {
+  let h = high_bits(weight[row_word + plane1 + u / 4u], u);
+  let dm = unpack2x16float(weight[row_word + plane2 + u / 4u]);
+  let q = nibble_unit(weight[row_word + u]);
+  return array<vec4<f32>, 2>(dm.x * (q[0] + h[0]) + dm.y, dm.x * (q[1] + h[1]) + dm.y);
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return nibble_x4(u, k); }
 #endif
 
 #if LAYOUT_Q4_K
@@ -178,6 +273,11 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   }
   return out;
 }
+const UNIT: u32 = CHUNK;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, UNIT / 4u> {
+  return chunk_unit(row_word, u, plane1, plane2);
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return chunk_x4(u, k); }
 #endif
 
 #if LAYOUT_Q5_K
@@ -201,6 +301,11 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   }
   return out;
 }
+const UNIT: u32 = CHUNK;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, UNIT / 4u> {
+  return chunk_unit(row_word, u, plane1, plane2);
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return chunk_x4(u, k); }
 #endif
 
 #if LAYOUT_Q6_K
@@ -233,4 +338,9 @@ fn decode_chunk(row_word: u32, c: u32, plane1: u32, plane2: u32) -> array<f32, C
   }
   return out;
 }
+const UNIT: u32 = CHUNK;
+fn decode_unit(row_word: u32, u: u32, plane1: u32, plane2: u32) -> array<vec4<f32>, UNIT / 4u> {
+  return chunk_unit(row_word, u, plane1, plane2);
+}
+fn unit_x4(u: u32, k: u32) -> u32 { return chunk_x4(u, k); }
 #endif

@@ -13,13 +13,24 @@ diagnostic(off, subgroup_uniformity);
 // doppler.model.weights); bind one part as `weight`, set rows = its row count and row0 = its
 // first row, and dispatch once per part: each dispatch writes only its rows of y.
 //
-// matvec: ROWS_PER_WG rows per workgroup, WG / ROWS_PER_WG invocations per row striding over
-// the row's chunks (CHUNK weights each, decoded once), then a sum among them. matmat: one workgroup per (row, tile of TOKENS tokens);
-// each decoded chunk is used for all TOKENS tokens of the tile.
+// matvec reads x as vec4s (cols must be a multiple of 4) and walks each row in units of
+// dequant.wgsl (one nibble word of a 32-block, or one chunk), decoded straight into dot
+// products. Its `mode` folds neighbouring kernels into the product (decode only):
+//   MODE_NORM:       x -> rmsnorm(x) * (norm + norm_offset): each subgroup (or workgroup)
+//                    sums x^2 itself, so the separate RMSNorm dispatch goes;
+//   MODE_ACCUMULATE: y[i] += product (a residual add);
+//   MODE_GATED:      y[i] = act(gate[i]) * product, act = SiLU or (MODE_GELU) GELU-tanh.
+// With subgroups, each subgroup claims GROUP rows of its workgroup's ROWS_PER_WG at a time
+// and all its lanes stride over those rows' units, so x is loaded once per GROUP rows; the
+// sums of the GROUP rows are one vec4 subgroupAdd. Without subgroups, WG / ROWS_PER_WG
+// invocations per row and a tree in workgroup memory.
+// matmat: one workgroup per (row, tile of TOKENS tokens); each decoded chunk is used for all
+// TOKENS tokens of the tile.
 // Dispatch: matvec (grid_x, ceil(ceil(rows / ROWS_PER_WG) / grid_x)), grid_x =
 // min(ceil(rows / ROWS_PER_WG), 65535); matmat (grid_x, ceil(rows / grid_x),
 // ceil(n_tokens / TOKENS)), grid_x = min(rows, 65535). WG must be a power of two.
-// Bindings: weight (0, u32 words), x (1, f32), y (2, f32), params (3).
+// Bindings: weight (0, u32 words), x (1, f32), y (2, f32), params (3); matvec also norm (4,
+// f32, >= cols) and gate (5, f32, y's length): bind any other read-only buffer when unused.
 
 struct Params {
   rows: u32,       // rows in this weight binding
@@ -31,22 +42,32 @@ struct Params {
   plane2: u32,
   n_tokens: u32,   // matmat: tokens in x and y (matvec ignores it)
   y_stride: u32,   // matmat: elements between consecutive tokens in y (the full row count)
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
+  mode: u32,       // matvec: MODE_* bits
+  eps: f32,        // MODE_NORM: the RMSNorm's epsilon and weight offset
+  norm_offset: f32,
 }
+
+const MODE_ACCUMULATE: u32 = 1u;
+const MODE_GATED: u32 = 2u;
+const MODE_GELU: u32 = 4u;
+const MODE_NORM: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> weight: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> xv: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read> norm: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> gate: array<f32>;
 
 override WG: u32 = 64;
 override ROWS_PER_WG: u32 = 8;  // matvec: rows per workgroup (a power of two dividing WG)
 const TOKENS: u32 = 4u;
+const GROUP: u32 = 4u;  // matvec with subgroups: rows a subgroup sums at once
 
 #include "dequant.wgsl"
 #include "reduce.wgsl"
+#include "act.wgsl"
 
 // Sum over one decoded chunk of w[e] * x[x_base + k0 + e], masking past the row's end.
 // Whole chunks take a loop of constant length, which compilers unroll so the decoded values
@@ -66,10 +87,65 @@ fn chunks() -> u32 {
   return (params.cols + CHUNK - 1u) / CHUNK;
 }
 
+fn has(bit: u32) -> bool {
+  return (params.mode & bit) != 0u;
+}
+
+// x[4v .. 4v + 4) as matvec multiplies it: zero past the row, times the norm weights.
+fn x_vec(v: u32) -> vec4<f32> {
+  if (4u * v >= params.cols) { return vec4<f32>(); }
+  if (has(MODE_NORM)) { return xv[v] * (norm[v] + params.norm_offset); }
+  return xv[v];
+}
+
+// This invocation's share (units lane, lane + lanes, ...) of x . x, for MODE_NORM.
+fn x_squares(lane: u32, lanes: u32) -> f32 {
+  var sum = 0.0;
+  for (var v = lane; v < params.cols / 4u; v += lanes) { sum += dot(xv[v], xv[v]); }
+  return sum;
+}
+
+fn norm_scale(sum_squares: f32) -> f32 {
+  if (!has(MODE_NORM)) { return 1.0; }
+  return inverseSqrt(sum_squares / f32(params.cols) + params.eps);
+}
+
+// Partial products of rows r0 .. r0 + n - 1 (n <= GROUP) over units lane, lane + lanes, ...
+// of the row: the x values of a unit are loaded once for all n rows.
+fn rows_dot(r0: u32, n: u32, lane: u32, lanes: u32) -> vec4<f32> {
+  var acc = vec4<f32>();
+  let units = (params.cols + UNIT - 1u) / UNIT;
+  for (var u = lane; u < units; u += lanes) {
+    var xs: array<vec4<f32>, UNIT / 4u>;
+    for (var k = 0u; k < UNIT / 4u; k++) { xs[k] = x_vec(unit_x4(u, k)); }
+    for (var j = 0u; j < GROUP; j++) {
+      if (j < n) {
+        let w = decode_unit((r0 + j) * params.row_words, u, params.plane1, params.plane2);
+        var sum = 0.0;
+        for (var k = 0u; k < UNIT / 4u; k++) { sum += dot(w[k], xs[k]); }
+        acc[j] += sum;
+      }
+    }
+  }
+  return acc;
+}
+
+// Row r's finished product into y, through the mode's epilogue.
+fn store(r: u32, value: f32) {
+  let i = params.row0 + r;
+  if (has(MODE_ACCUMULATE)) {
+    y[i] += value;
+  } else if (has(MODE_GATED)) {
+    let g = gate[i];
+    y[i] = select(silu(g), gelu_tanh(g), has(MODE_GELU)) * value;
+  } else {
+    y[i] = value;
+  }
+}
+
 #if HAS_SUBGROUPS
-// With subgroups, each subgroup takes rows of this workgroup's ROWS_PER_WG from a counter
-// (so neither the subgroup size nor how invocations map to subgroups matters), strides
-// over a row's chunks with its lanes and sums them with subgroupAdd: no workgroup barriers.
+// Rows are claimed from a counter (so neither the subgroup size nor how invocations map to
+// subgroups matters) and summed with subgroupAdd: no workgroup barriers.
 var<workgroup> next_row: atomic<u32>;
 
 @compute @workgroup_size(WG)
@@ -81,22 +157,21 @@ fn matvec(
 ) {
   if (lid == 0u) { atomicStore(&next_row, 0u); }
   workgroupBarrier();
+  var squares = 0.0;
+  if (has(MODE_NORM)) { squares = subgroupAdd(x_squares(lane, lanes)); }
+  let scale = norm_scale(squares);
   let first = (wid.y * params.grid_x + wid.x) * ROWS_PER_WG;
+  let end = min(first + ROWS_PER_WG, params.rows);
   loop {
     var claimed = 0u;
-    if (subgroupElect()) { claimed = atomicAdd(&next_row, 1u); }
-    let i = subgroupBroadcastFirst(claimed);
-    if (i >= ROWS_PER_WG) { break; }
-    let r = first + i;
-    var sum = 0.0;
-    if (r < params.rows) {
-      for (var c = lane; c < chunks(); c += lanes) {
-        var w = decode_chunk(r * params.row_words, c, params.plane1, params.plane2);
-        sum += chunk_dot(&w, 0u, c * CHUNK);
-      }
+    if (subgroupElect()) { claimed = atomicAdd(&next_row, GROUP); }
+    let r0 = first + subgroupBroadcastFirst(claimed);
+    if (r0 >= end) { break; }
+    let n = min(GROUP, end - r0);
+    let total = subgroupAdd(rows_dot(r0, n, lane, lanes)) * scale;
+    if (lane == 0u) {
+      for (var j = 0u; j < n; j++) { store(r0 + j, total[j]); }
     }
-    let total = subgroupAdd(sum);
-    if (lane == 0u && r < params.rows) { y[params.row0 + r] = total; }
   }
 }
 #else
@@ -107,20 +182,17 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let lanes = WG / ROWS_PER_WG;
   let lane = lid % lanes;
   let r = (wid.y * params.grid_x + wid.x) * ROWS_PER_WG + lid / lanes;
+  var scale = 1.0;
+  if (has(MODE_NORM)) { scale = norm_scale(wg_sum(lid, x_squares(lid, WG))); }
   var sum = 0.0;
-  if (r < params.rows) {
-    for (var c = lane; c < chunks(); c += lanes) {
-      var w = decode_chunk(r * params.row_words, c, params.plane1, params.plane2);
-      sum += chunk_dot(&w, 0u, c * CHUNK);
-    }
-  }
+  if (r < params.rows) { sum = rows_dot(r, 1u, lane, lanes).x; }
   red[lid] = sum;
   workgroupBarrier();
   for (var stride = lanes / 2u; stride > 0u; stride /= 2u) {
     if (lane < stride) { red[lid] += red[lid + stride]; }
     workgroupBarrier();
   }
-  if (lane == 0u && r < params.rows) { y[params.row0 + r] = red[lid]; }
+  if (lane == 0u && r < params.rows) { store(r, red[lid] * scale); }
 }
 #endif
 

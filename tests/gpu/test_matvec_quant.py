@@ -11,7 +11,7 @@ import pytest
 
 from doppler.convert.pack import dequantize
 from gpu.packing import flag, random_packed, words
-from harness.kernels import params, read, shader_source, write
+from harness.kernels import Buffer, params, read, shader_source, write
 
 pytestmark = pytest.mark.browser
 
@@ -36,8 +36,16 @@ def run(
     wg=64,
     rows_per_wg=8,
     source=None,
+    mode=0,
+    norm=None,
+    gate=None,
+    y_init=None,
+    eps=0.0,
+    offset=0.0,
 ):
-    """One dispatch over the packed rows; y has y_rows rows per token (default: all rows)."""
+    """One dispatch over the packed rows; y has y_rows rows per token (default: all rows).
+    matvec's folds: ``mode`` bits with the ``norm`` weights, the ``gate`` input and y's
+    initial value ``y_init`` (else y starts as NaN)."""
     rows, cols = shape
     y_rows = y_rows or rows
     groups = rows if entry == "matmat" else -(-rows // rows_per_wg)
@@ -46,33 +54,44 @@ def run(
     grid = (grid_x, -(-groups // grid_x))
     if entry == "matmat":
         grid += (-(-n_tokens // TOKENS_PER_TILE),)
-    (y,) = kernels.run(
+    x = x.astype(np.float32)
+    if y_init is None:
+        y = write(2, n_tokens * y_rows)
+    else:
+        y = Buffer(2, "write", array=y_init.astype(np.float32), count=y_init.size)
+    buffers = [
+        read(0, packed),
+        read(1, x),
+        y,
+        params(
+            3,
+            "IIIIIIIIIIff",
+            rows,
+            cols,
+            grid_x,
+            row0,
+            row_words,
+            plane1,
+            plane2,
+            n_tokens,
+            y_rows,
+            mode,
+            eps,
+            offset,
+        ),
+    ]
+    if entry == "matvec":
+        buffers += [read(4, x if norm is None else norm), read(5, x if gate is None else gate)]
+    (out,) = kernels.run(
         "matvec_quant",
-        [
-            read(0, packed),
-            read(1, x.astype(np.float32)),
-            write(2, n_tokens * y_rows),
-            params(
-                3,
-                "IIIIIIIII",
-                rows,
-                cols,
-                grid_x,
-                row0,
-                row_words,
-                plane1,
-                plane2,
-                n_tokens,
-                y_rows,
-            ),
-        ],
+        buffers,
         grid,
         entry=entry,
         flags=(flag(layout),),
         constants={"WG": wg} if entry == "matmat" else {"WG": wg, "ROWS_PER_WG": rows_per_wg},
         source=source,
     )
-    return y.reshape(n_tokens, y_rows)
+    return out.reshape(n_tokens, y_rows)
 
 
 def case(layout, rows, cols, n_tokens=1):
@@ -94,7 +113,7 @@ def shapes(layout):
     if layout in KQUANTS:
         return [(1, 256), (37, 768), (130, 512)]
     if layout in ("f32", "f16", "bf16"):
-        return [(1, 1), (9, 13), (70, 577), (33, 1000)]
+        return [(1, 4), (9, 12), (70, 580), (33, 1000)]  # matvec: rows of whole vec4s
     return [(1, 32), (33, 576), (70, 1536)]
 
 
@@ -112,7 +131,7 @@ def test_matvec_matches_numpy(kernel_variants, layout, shape):
 )
 def test_matvec_rows_per_workgroup(kernel_variants, layout, rows_per_wg, wg):
     """Any power-of-two split of the workgroup between rows gives the same product."""
-    rows, cols = (37, 768) if layout in KQUANTS else (70, 577 if layout == "f16" else 576)
+    rows, cols = (37, 768) if layout in KQUANTS else (70, 580 if layout == "f16" else 576)
     packed, weights, x = case(layout, rows, cols)
     got = run(kernel_variants, layout, packed, (rows, cols), x[0], rows_per_wg=rows_per_wg, wg=wg)
     check(got, weights, x)
@@ -134,6 +153,66 @@ def test_matmat_matches_numpy(kernels, layout, n_tokens, wg):
     packed, weights, x = case(layout, rows, cols, n_tokens)
     got = run(kernels, layout, packed, (rows, cols), x, entry="matmat", n_tokens=n_tokens, wg=wg)
     check(got, weights, x)
+
+
+@pytest.mark.parametrize(
+    ("layout", "shape"), [("f32", (1, 1)), ("f16", (9, 13)), ("bf16", (70, 577))]
+)
+def test_odd_rows_as_a_one_token_matmat(kernels, layout, shape):
+    """Rows that are not whole vec4s take matmat with one token (as ops.matvec routes them)."""
+    packed, weights, x = case(layout, *shape)
+    check(run(kernels, layout, packed, shape, x, entry="matmat"), weights, x)
+
+
+def rmsnorm64(x, norm, eps, offset):
+    x64 = x.astype(np.float64)
+    return x64 / np.sqrt((x64 * x64).mean() + eps) * (norm.astype(np.float64) + offset)
+
+
+def act64(g, gelu):
+    g = g.astype(np.float64)
+    if gelu:
+        return 0.5 * g * (1 + np.tanh(0.7978845608028654 * (g + 0.044715 * g**3)))
+    return g / (1 + np.exp(-g))
+
+
+def fold_case(layout, shape, mode):
+    """Inputs of one fold test and the float64 result: (run keywords, x, want, bound)."""
+    rows, cols = shape
+    packed, weights, x = case(layout, rows, cols)
+    norm = RNG.standard_normal(cols).astype(np.float32)
+    gate = RNG.standard_normal(rows).astype(np.float32)
+    y0 = RNG.standard_normal(rows).astype(np.float32)
+    xs = rmsnorm64(x[0], norm, 1e-5, 1.0) if mode & MODE_NORM else x[0].astype(np.float64)
+    want, bound = weights @ xs, 1e-5 * (np.abs(weights) @ np.abs(xs)) + 1e-30
+    if mode & MODE_ACCUMULATE:
+        want, bound = want + y0, bound + 1e-7 * np.abs(y0)
+    if mode & MODE_GATED:
+        a = act64(gate, mode & MODE_GELU)
+        want, bound = want * a, bound * np.abs(a) + 1e-6 * np.abs(want * a)
+    keywords = {"mode": mode, "norm": norm, "gate": gate, "eps": 1e-5, "offset": 1.0}
+    keywords["y_init"] = y0 if mode & MODE_ACCUMULATE else None
+    return packed, keywords, x[0], want, bound
+
+
+MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM = 1, 2, 4, 8
+FOLDS = {
+    "norm": MODE_NORM,
+    "accumulate": MODE_ACCUMULATE,
+    "silu": MODE_GATED,
+    "norm+gelu": MODE_NORM | MODE_GATED | MODE_GELU,
+    "norm+accumulate": MODE_NORM | MODE_ACCUMULATE,
+}
+
+
+@pytest.mark.parametrize("fold", sorted(FOLDS))
+@pytest.mark.parametrize(("layout", "shape"), [("q4_0", (37, 576)), ("f32", (9, 12))], ids=str)
+def test_matvec_folds_match_numpy(kernel_variants, fold, layout, shape):
+    """RMSNorm before, residual add or gated activation after the product, in one dispatch."""
+    packed, keywords, x, want, bound = fold_case(layout, shape, FOLDS[fold])
+    got = run(kernel_variants, layout, packed, shape, x, **keywords)[0]
+    err = np.abs(got - want)
+    assert (err <= bound).all(), f"max error/bound {np.nanmax(err / bound):.3g}"
 
 
 def test_rows_beyond_one_grid_row(kernel_variants):
@@ -219,18 +298,56 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
         "(t0 + i) * params.cols",
         "(t0 + i) * (params.cols - 1u)",
     ),
-    "subgroup lanes skip chunks": (
+    "lanes skip units": (
         "matvec_quant.wgsl",
         "q8_0",
-        "c += lanes) {",
-        "c += lanes + 1u) {",
+        "u += lanes) {",
+        "u += lanes + 1u) {",
     ),
-    "subgroup last row unclaimed": (
+    "subgroup last rows unclaimed": (
         "matvec_quant.wgsl",
         "q4_0",
-        "if (i >= ROWS_PER_WG) { break; }",
-        "if (i + 1u >= ROWS_PER_WG) { break; }",
+        "if (r0 >= end) { break; }",
+        "if (r0 + GROUP >= end) { break; }",
     ),
+    "group's last row dropped": (
+        "matvec_quant.wgsl",
+        "q4_1",
+        "let n = min(GROUP, end - r0);",
+        "let n = min(GROUP - 1u, end - r0);",
+    ),
+    "q4_0 unit high nibbles": (
+        "dequant.wgsl",
+        "q4_0",
+        "(bytes >> vec4<u32>(4u)) & vec4<u32>(15u)",
+        "(bytes >> vec4<u32>(3u)) & vec4<u32>(15u)",
+    ),
+    "nibble unit x order": (
+        "dequant.wgsl",
+        "q4_0",
+        "8u * (u / 4u) + u % 4u + 4u * k",
+        "8u * (u / 4u) + 2u * (u % 4u) + k",
+    ),
+    "q5_0 unit high bit": ("dequant.wgsl", "q5_0", "(at + 16u)", "(at + 15u)"),
+    "q5_1 unit min": (
+        "dequant.wgsl",
+        "q5_1",
+        "dm.x * (q[1] + h[1]) + dm.y",
+        "dm.x * (q[1] + h[1])",
+    ),
+    "q8_0 unit byte order": (
+        "dequant.wgsl",
+        "q8_0",
+        "vec4<u32>(24u, 16u, 8u, 0u)",
+        "vec4<u32>(0u, 8u, 16u, 24u)",
+    ),
+    "norm scale ignores eps": (
+        "matvec_quant.wgsl",
+        "q4_0",
+        "sum_squares / f32(params.cols) + params.eps",
+        "sum_squares / f32(params.cols - 4u) + params.eps",
+    ),
+    "accumulate overwrites": ("matvec_quant.wgsl", "q4_0", "y[i] += value;", "y[i] = value;"),
     "fallback lanes split wrongly": (
         "matvec_quant.wgsl",
         "q8_0",
@@ -239,11 +356,9 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
     ),
 }
 FALLBACK_ONLY = {"fallback lanes split wrongly"}
-MATVEC_ONLY = {
-    "fallback lanes split wrongly",
-    "subgroup lanes skip chunks",
-    "subgroup last row unclaimed",
-}
+SUBGROUPS_ONLY = {"subgroup last rows unclaimed", "group's last row dropped"}
+MATMAT_ONLY = {"row tail dropped", "matmat token stride"}
+FOLD_BUGS = {"norm scale ignores eps": MODE_NORM, "accumulate overwrites": MODE_ACCUMULATE}
 
 
 @pytest.mark.parametrize("bug", sorted(PLANTED_BUGS))
@@ -257,20 +372,28 @@ def test_planted_bugs_fail_the_comparison(kernels, kernels_without_subgroups, bu
         dequant = dequant.replace(good, bad)
     else:
         kernel = kernel.replace(good, bad)
+    source = inline_dequant(kernel, dequant)
+    if bug in FOLD_BUGS:
+        packed, keywords, x, want, bound = fold_case(layout, (13, 512), FOLD_BUGS[bug])
+        got = run(kernels, layout, packed, (13, 512), x, source=source, **keywords)[0]
+        assert not (np.abs(got - want) <= bound).all()
+        return
+    # decode_chunk (k-quants in matvec too) and matmat bugs show in matmat; the others in matvec
+    matmat = (file == "dequant.wgsl" and "unit" not in bug) or bug in MATMAT_ONLY
     shape = (7, 512) if layout in KQUANTS else (7, 77 if layout == "f16" else 96)
-    n_tokens = 1 if bug in MATVEC_ONLY else 3
-    if bug in MATVEC_ONLY:
-        shape = (13, 512)  # more chunks than lanes, more rows than one workgroup's
+    n_tokens = 3 if matmat else 1
+    if not matmat:
+        shape = (13, 512)  # more units than lanes, more rows than one workgroup's
     packed, weights, x = case(layout, *shape, n_tokens=n_tokens)
     got = run(
         kernels,
         layout,
         packed,
         shape,
-        x[0] if n_tokens == 1 else x,
-        entry="matvec" if n_tokens == 1 else "matmat",
+        x if matmat else x[0],
+        entry="matmat" if matmat else "matvec",
         n_tokens=n_tokens,
-        source=inline_dequant(kernel, dequant),
+        source=source,
     )
     with pytest.raises(AssertionError):
         check(got, weights, x)

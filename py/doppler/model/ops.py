@@ -18,9 +18,9 @@ from doppler.jsffi import JsProxy
 from doppler.model.weights import Weight
 
 MAX_GRID = 65535
-# matvec rows per 64-invocation workgroup: the subgroup variant gives each subgroup its own
-# row, so two rows keep both subgroups of a 32-wide device busy with many workgroups in flight.
-MATVEC_ROWS_PER_WG = {"subgroups": 2, "fallback": 8}
+# matvec rows per 64-invocation workgroup: the subgroup variant has each subgroup sum 4 rows at
+# once (x loaded once for them), so 8 rows keep both subgroups of a 32-wide device busy.
+MATVEC_ROWS_PER_WG = {"subgroups": 8, "fallback": 8}
 
 
 @dataclass(frozen=True)
@@ -160,21 +160,58 @@ def add(plan: Plan, x: JsProxy, y: JsProxy, n: int, period: int | None = None) -
     )
 
 
-def matvec(plan: Plan, weight: Weight, x: JsProxy, y: JsProxy, n_tokens: int) -> None:
-    """``y = W x`` for one token (or ``matmat`` for several), one dispatch per weight part."""
+@dataclass(frozen=True)
+class Fold:
+    """What a decode ``matvec`` folds in around ``W x`` (see matvec_quant.wgsl's modes):
+    an RMSNorm of x (``norm`` weight, ``eps``, ``offset``), then either ``y += W x``
+    (``accumulate``) or ``y = act(gate) * W x`` (``gate`` buffer, ``activation``)."""
+
+    norm: Weight | None = None
+    eps: float = 0.0
+    offset: float = 0.0
+    accumulate: bool = False
+    gate: JsProxy | None = None
+    activation: str = "silu"
+
+    def mode(self) -> int:
+        gated = self.gate is not None
+        return (
+            MODE_ACCUMULATE * self.accumulate
+            + MODE_GATED * gated
+            + MODE_GELU * (gated and self.activation == "gelu_tanh")
+            + MODE_NORM * (self.norm is not None)
+        )
+
+
+MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM = 1, 2, 4, 8
+
+
+def matvec(
+    plan: Plan, weight: Weight, x: JsProxy, y: JsProxy, n_tokens: int, fold: Fold | None = None
+) -> None:
+    """``y = W x`` for one token (or ``matmat`` for several), one dispatch per weight part.
+    ``fold`` (one token only) folds a norm, a residual add or a gated activation into it;
+    rows whose length is not a multiple of 4 take ``matmat`` (the vec4 kernel cannot)."""
+    fold = fold or Fold()
+    if fold.mode() and (n_tokens != 1 or weight.row_len % 4):
+        raise ValueError(f"{weight.name}: folds need one token and rows of a multiple of 4")
     row_words, plane1, plane2 = layout_words(weight.layout, weight.row_len)
-    entry = "matvec" if n_tokens == 1 else "matmat"
+    vector = n_tokens == 1 and weight.row_len % 4 == 0
     rows_per_wg = MATVEC_ROWS_PER_WG["subgroups" if "subgroups" in plan.features else "fallback"]
     key = PipelineKey(
         "matvec_quant",
-        entry=entry,
+        entry="matvec" if vector else "matmat",
         flags=frozenset({layout_flag(weight.layout)}),
-        constants=(("ROWS_PER_WG", rows_per_wg),) if n_tokens == 1 else (),
+        constants=(("ROWS_PER_WG", rows_per_wg),) if vector else (),
     )
+    extra = []
+    if vector:
+        norm = fold.norm.parts[0].buffer if fold.norm else x
+        extra = [Binding(4, norm), Binding(5, fold.gate if fold.gate is not None else x)]
     for part in weight.parts:
-        gx, gy = grid(ceil_div(part.rows, rows_per_wg) if n_tokens == 1 else part.rows)
+        gx, gy = grid(ceil_div(part.rows, rows_per_wg) if vector else part.rows)
         params = pack(
-            "IIIIIIIIIIII",
+            "IIIIIIIIIIff",
             part.rows,
             weight.row_len,
             gx,
@@ -184,12 +221,13 @@ def matvec(plan: Plan, weight: Weight, x: JsProxy, y: JsProxy, n_tokens: int) ->
             plane2,
             n_tokens,
             weight.rows,
-            0,
-            0,
-            0,
+            fold.mode(),
+            fold.eps,
+            fold.offset,
         )
-        groups = (gx, gy) if n_tokens == 1 else (gx, gy, ceil_div(n_tokens, 4))
-        plan.add(key, [Binding(0, part.buffer), Binding(1, x), Binding(2, y)], params, groups)
+        groups = (gx, gy) if vector else (gx, gy, ceil_div(n_tokens, 4))
+        bindings = [Binding(0, part.buffer), Binding(1, x), Binding(2, y), *extra]
+        plan.add(key, bindings, params, groups, params_binding=3)
 
 
 @dataclass(frozen=True)
