@@ -37,7 +37,7 @@ from doppler.model.weights import Weight
 from doppler.moe.pager import ExpertPager, build_pager
 
 RUNNABLE_ARCHS = ("llama", "qwen2", "gemma3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
-PLAN_RESERVE_BYTES = 4 << 20  # GPU bytes kept back from the expert arenas for the plans' uniforms
+PLAN_RESERVE_BYTES = 2 << 20  # of gpuBudgetBytes kept from the expert arenas for plan uniforms
 RING = 64  # sampled-token ring slots; more than the passes ever in flight
 PREFILL_TOKENS = 8  # tokens per prefill pass
 SPLIT_LEN = 64  # decode attention: keys per split-K workgroup

@@ -129,6 +129,8 @@ class ExpertPager:
             resident_bytes=resident * slot,
             total_experts=len(self.catalog.sources),
             gpu_slots=sum(arena.slots for arena in self.arenas),
+            slot_bytes=slot,
+            arena_bytes=sum(arena.slots for arena in self.arenas) * slot,
             ram_experts=self.ram.count if self.ram else 0,
             ram_bytes=self.ram.used if self.ram else 0,
             bytes_uploaded_per_token=round(self.stats.bytes_uploaded / max(tokens, 1)),
