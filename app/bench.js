@@ -1,12 +1,17 @@
 // The benchmark page (bench.html?model=URL&prompt=512&decode=128): loads a model, runs a
 // warm-up, then one generation of `decode` tokens after a `prompt`-token prompt, and POSTs
 // the figures as JSON to ./bench-result (build.py bench serves that and prints them).
+// MoE models: with expertFraction=F the model is then loaded again with a GPU budget that
+// holds only that share of its experts (ramBudget, policy: the pager's other settings), and
+// the same generation runs paged; GPU buffer bytes are counted by the worker's GPU meter.
 
 import { Doppler } from './doppler.js';
 
 const params = new URLSearchParams(location.search);
 const promptTokens = Number(params.get('prompt') ?? 512);
 const decodeTokens = Number(params.get('decode') ?? 128);
+const expertFraction = params.get('expertFraction');
+const PLAN_RESERVE = 2 << 20;  // py/doppler/model/transformer.py PLAN_RESERVE_BYTES
 
 async function generate(doppler, tokenIds, maxTokens) {
   let done = null;
@@ -16,19 +21,13 @@ async function generate(doppler, tokenIds, maxTokens) {
   return done;
 }
 
-async function bench() {
-  const result = { promptTokens, decodeTokens, userAgent: navigator.userAgent };
-  const started = performance.now();
-  const doppler = await Doppler.create();
-  result.bootMs = performance.now() - started;
-  const status = doppler.status();
-  result.gpu = status.gpu ? { ...status.gpu, limits: undefined } : status.gpuError;
+// Load with `options`, warm up, generate; the figures of that run.
+async function measure(doppler, options) {
   const loadStarted = performance.now();
   const info = await doppler.load(params.get('model'), {
-    contextLength: promptTokens + decodeTokens + 8,
+    contextLength: promptTokens + decodeTokens + 8, ...options,
   });
-  result.loadMs = performance.now() - loadStarted;
-  result.model = info;
+  const result = { loadMs: performance.now() - loadStarted, model: info };
   const vocab = Math.min(info.vocabSize ?? 32000, 32000);
   const ids = Array.from({ length: promptTokens }, (_, i) => 3 + ((i * 7919 + 13) % (vocab - 3)));
   const warm = await generate(doppler, ids.slice(0, 9), 4);  // compiles every pipeline
@@ -46,11 +45,46 @@ async function bench() {
     weightBytes,
     weightBytesPerSecond: weightBytes * stats.decodeTokPerS,
     generatedTokens: stats.generatedTokens,
+    tokenIds: run.tokenIds,
+    paging: stats.paging,
   });
+  return result;
+}
+
+// The GPU budget that leaves room for `fraction` of the experts once all else is allocated.
+function expertBudget(info, fraction) {
+  const used = Object.values(info.gpuBytes).reduce((a, b) => a + b, 0);
+  const experts = info.experts.total_experts * info.experts.slot_bytes;
+  return used - info.gpuBytes.experts + PLAN_RESERVE + Math.floor(fraction * experts);
+}
+
+async function bench() {
+  const started = performance.now();
+  const doppler = await Doppler.create();
+  const result = { promptTokens, decodeTokens, userAgent: navigator.userAgent };
+  result.bootMs = performance.now() - started;
+  const status = doppler.status();
+  result.gpu = status.gpu ? { ...status.gpu, limits: undefined } : status.gpuError;
+  await doppler.request('debug.gpuMeter', { install: true });
+  Object.assign(result, await measure(doppler, {}));
   if (status.gpu?.features.includes('timestamp-query')) {
     const profile = await doppler.request('profile', { repeats: 10 });
     result.gpuMsPerToken = profile.gpuMsPerToken;  // dispatches timed one pass each
     result.gpuMsByKernel = profile.byKernel;
+  }
+  if (expertFraction !== null && result.model.experts) {
+    const gpuBudgetBytes = expertBudget(result.model, Number(expertFraction));
+    await doppler.unload();
+    await doppler.request('debug.gpuMeter', { resetPeak: true });
+    result.paged = await measure(doppler, {
+      gpuBudgetBytes,
+      ramBudgetBytes: Number(params.get('ramBudget') ?? 0),
+      pagingPolicy: params.get('policy') ?? 'cycle-lfu',
+    });
+    result.paged.gpuBudgetBytes = gpuBudgetBytes;
+    result.paged.gpuMeter = await doppler.request('debug.gpuMeter', {});
+    result.paged.sameTokensAsResident =
+      JSON.stringify(result.paged.tokenIds) === JSON.stringify(result.tokenIds);
   }
   return result;
 }

@@ -18,8 +18,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+from tools.process_memory import PeakRss
 from tools.static_server import RangeRequestHandler, serving
 
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
@@ -70,22 +71,25 @@ def synth_model(preset: str, layers: int | None, site: Path, cache: Path) -> str
     return f"models/bench/{name}/manifest.json"
 
 
-def run(site: Path, model: str, browser: str, prompt: int, decode: int, timeout: float) -> dict:
+def run(site: Path, model: str, browser: str, query: dict[str, Any], timeout: float) -> dict:
     handler = make_handler()
     with serving(site, handler) as url, tempfile.TemporaryDirectory() as profile:
-        page = f"{url}bench.html?model={quote(model)}&prompt={prompt}&decode={decode}"
+        page = f"{url}bench.html?model={quote(model)}&{urlencode(query)}"
         command = [browser, page]
         if browser == SYSTEM_CHROMIUM:
             command += [*SWIFTSHADER_FLAGS, f"--user-data-dir={profile}"]
         started = time.monotonic()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            if not handler.arrived.wait(timeout):
+            with PeakRss(process.pid) as memory:
+                arrived = handler.arrived.wait(timeout)
+            if not arrived:
                 raise SystemExit(f"no benchmark result within {timeout:.0f} s")
         finally:
             process.kill()
             process.wait()
         result = dict(handler.received)
+        result["peakRssBytes"] = memory.peak  # per Chromium process type, sampled outside
         result["wallSeconds"] = time.monotonic() - started
         result["browser"] = browser
         return result
@@ -100,13 +104,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--no-build", action="store_true", help="use dist/ as it is")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--expert-fraction",
+        type=float,
+        help="MoE: after the resident run, run again with a GPU budget for this share of the"
+        " experts (paged)",
+    )
+    parser.add_argument("--ram-budget", type=int, default=0, help="MoE paged run: RAM tier bytes")
+    parser.add_argument("--policy", default="cycle-lfu", help="MoE paged run: cycle-lfu or lru")
 
 
 def main(args: argparse.Namespace, site: Path, cache: Path) -> None:
     model = args.model
     if "/" not in model and not model.endswith(".json"):
         model = synth_model(model, args.layers, site, cache)
-    result = run(site, model, args.browser, args.prompt_tokens, args.decode_tokens, args.timeout)
+    query: dict[str, Any] = {"prompt": args.prompt_tokens, "decode": args.decode_tokens}
+    if args.expert_fraction is not None:
+        query.update(expertFraction=args.expert_fraction, ramBudget=args.ram_budget)
+        query["policy"] = args.policy
+    result = run(site, model, args.browser, query, args.timeout)
     text = json.dumps(result, indent=1, sort_keys=True)
     print(text, flush=True)
     if args.out:
