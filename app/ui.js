@@ -71,8 +71,11 @@ async function loadModel(doppler, url) {
   progress.value = 0;
   $('model-state').textContent = `Loading ${url}…`;
   $('load-button').disabled = true;
+  const mib = (input) => (input.value ? Math.round(Number(input.value) * 2 ** 20) : undefined);
   try {
     const info = await doppler.load(url, {
+      gpuBudgetBytes: mib($('gpu-budget')),
+      ramBudgetBytes: mib($('ram-budget')),
       onProgress: (e) => {
         progress.value = e.totalBytes ? e.loadedBytes / e.totalBytes : 0;
         const eta = e.bytesPerSecond ? (e.totalBytes - e.loadedBytes) / e.bytesPerSecond : 0;
@@ -84,7 +87,7 @@ async function loadModel(doppler, url) {
     });
     showCache(doppler);
     $('model-state').textContent = `${info.name} (${info.arch}, ${(info.params / 1e6).toFixed(0)}M `
-      + `parameters, context ${info.contextLength}) is ready.`;
+      + `parameters, context ${info.contextLength}) is ready.${describeExperts(info.experts)}`;
     $('prompt').disabled = false;
     $('send-button').disabled = !info.hasTokenizer;
     window.dopplerModel = info;
@@ -95,6 +98,24 @@ async function loadModel(doppler, url) {
     progress.hidden = true;
     $('load-button').disabled = false;
   }
+}
+
+function describeExperts(experts) {
+  if (!experts) return '';
+  if (experts.resident) return ` All ${experts.total_experts} experts are on the GPU.`;
+  return ` ${experts.gpu_slots} of its ${experts.total_experts} experts fit on the GPU at once;`
+    + ' the others are paged in as tokens need them.';
+}
+
+// One generation's expert paging, tier by tier.
+function describePaging(p) {
+  if (!p || p.resident) return '';
+  const mb = (bytes) => (bytes / 2 ** 20).toFixed(1);
+  return `Experts: GPU ${p.gpu_hits} hits, ${p.gpu_misses} misses, ${p.gpu_evictions} evictions; `
+    + `RAM ${p.ram_hits} hits, ${p.ram_misses} misses, ${p.ram_evictions} evictions; `
+    + `${p.opfs_reads} read from OPFS, ${p.network_fetches} fetched (${mb(p.bytes_fetched)} MiB); `
+    + `${mb(p.bytes_uploaded)} MiB uploaded (${mb(p.bytes_uploaded_per_token)} MiB/token), `
+    + `waited ${p.stall_ms.toFixed(0)} ms; ${p.resident_experts} resident (${mb(p.resident_bytes)} MiB).`;
 }
 
 // The cache panel: what OPFS holds, with sizes, and a Delete button per model.
@@ -167,6 +188,7 @@ function setupChat(doppler) {
           $('reply-stats').textContent = `${s.generatedTokens} tokens, `
             + `${s.decodeTokPerS.toFixed(1)} tok/s decode, ${s.prefillTokPerS.toFixed(1)} tok/s `
             + `prefill, first token after ${s.ttftMs.toFixed(0)} ms (${e.finishReason})`;
+          $('paging-stats').textContent = describePaging(s.paging);
         }
       }
     } catch (error) {
@@ -193,6 +215,8 @@ async function main() {
     if (!doppler.status().gpu) return;
     setupChat(doppler);
     showCache(doppler);
+    $('gpu-budget').value = options.gpuBudget ?? '';  // MiB, e.g. ?gpuBudget=2048
+    $('ram-budget').value = options.ramBudget ?? '';
     $('load-form').addEventListener('submit', (event) => {
       event.preventDefault();
       loadModel(doppler, $('manifest-url').value);

@@ -121,6 +121,7 @@ CONFIGS["olmoe"] = {
     "intermediate_size": 48,
     "norm_topk_prob": False,
 }
+CONFIGS["mixtral_chat"] = {**CONFIGS["mixtral"], "vocab_size": CHAT_VOCAB}
 DENSE = ("gemma3", "llama", "llama3_scaled", "qwen2")
 MOE = ("mixtral", "olmoe", "qwen2_moe", "qwen3_moe")
 _CORPUS = [
@@ -181,7 +182,7 @@ def make_model(name: str, out: Path, seed: int = 0) -> Path:
         for param in model.parameters():
             param.normal_(0.0, 0.1)
     model.save_pretrained(out)
-    if name == "llama_chat":
+    if name.endswith("_chat"):
         add_chat_tokenizer(out)
     return out
 
