@@ -3,19 +3,19 @@
 // connection with `Range: bytes=<verified>-`, and falling back to the next source when one
 // fails or serves bad bytes. Bulk bytes never leave JS; Python only sees the result object.
 
-const TRANSIENT = 'transient';    // worth retrying at the same source (drop, 5xx, timeout)
-const PERMANENT = 'permanent';    // this source does not have the file (404, 403, ...)
-const BAD_BYTES = 'bad_bytes';    // this source served wrong bytes (hash, size, HTML, ...)
+export const TRANSIENT = 'transient';  // worth retrying at the same source (drop, 5xx, timeout)
+export const PERMANENT = 'permanent';  // this source does not have the file (404, 403, ...)
+export const BAD_BYTES = 'bad_bytes';  // this source served wrong bytes (hash, size, HTML, ...)
 const PROGRESS_EVERY_MS = 100;
 
-class SourceError extends Error {
+export class SourceError extends Error {
   constructor(kind, message) {
     super(message);
     this.kind = kind;
   }
 }
 
-class Fatal extends Error {
+export class Fatal extends Error {
   constructor(code, message) {
     super(message);
     this.code = code;
@@ -23,10 +23,10 @@ class Fatal extends Error {
 }
 
 // Chromium's sync access handle reports a full quota as "No space available".
-const isQuotaError = (err) => err?.name === 'QuotaExceededError'
+export const isQuotaError = (err) => err?.name === 'QuotaExceededError'
   || /no space|quota/i.test(err?.message ?? '');
 
-const quotaFatal = (name, err) => new Fatal('quota_exceeded',
+export const quotaFatal = (name, err) => new Fatal('quota_exceeded',
   `storage is full while caching shard ${name} (${err.message})`);
 
 const hex = (buffer) => Array.from(new Uint8Array(buffer),
@@ -36,7 +36,7 @@ export async function sha256Hex(bytes) {
   return hex(await crypto.subtle.digest('SHA-256', bytes));
 }
 
-function abortable(ms, signal) {
+export function abortable(ms, signal) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(resolve, ms);
     signal?.addEventListener('abort', () => { clearTimeout(timer); reject(signal.reason); },

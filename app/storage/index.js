@@ -4,6 +4,7 @@
 
 import { ShardStore } from './opfs.js';
 import { getShard as fetchShard } from './fetch.js';
+import { closeHeld, getRange as fetchRange, withShard } from './range.js';
 
 export { sha256Hex } from './fetch.js';
 
@@ -20,7 +21,17 @@ export function openStore() {
 // attempts, backoffMs, useCache (false: neither read nor write OPFS)}
 export async function getShard(spec) {
   const { store } = spec.useCache ? await openStore() : { store: null };
-  return fetchShard(store, spec);
+  if (!store) return fetchShard(null, spec);
+  // after (and before) any range fetch of the same shard: they share its partial file
+  return withShard(spec.name, () => fetchShard(store, spec));
+}
+
+// One byte range of a shard (an MoE expert), verified by block and cached by block (range.js).
+// spec: {name, size, blockSize, blocks (hex string), offset, length, sources, signal, useCache}
+export async function getRange(spec) {
+  const { store } = spec.useCache ? await openStore() : { store: null };
+  if (!store) return fetchRange(null, spec);
+  return withShard(spec.name, () => fetchRange(store, spec));
 }
 
 // Quota figures; `persisted` is readable here, but only the page can request persist().
@@ -49,9 +60,12 @@ export async function holdModel(modelId) {
   held = { modelId, release };
 }
 
+// Also closes the partial files kept open for the model's range fetches (sync access
+// handles are exclusive: another tab may want them once no model here uses them).
 export function releaseModel() {
   held?.release();
   held = null;
+  opened?.then(({ store }) => store && closeHeld(store));
 }
 
 // Stop marking `modelId` as in use by this worker (the page asked to delete it).

@@ -2,8 +2,9 @@
 //
 //   doppler/shards/<sha256>.bin    verified shards only: a file appears here by a rename,
 //                                  after its whole-content SHA-256 matched its name
-//   doppler/partial/<sha256>.bin   a download in progress: its first `verified` blocks are
-//   doppler/partial/<sha256>.json  verified ({size, blockSize, verified}); the rest is junk
+//   doppler/partial/<sha256>.bin   a download in progress: its first `verified` blocks and
+//   doppler/partial/<sha256>.json  the blocks listed in `extra` are verified ({size,
+//                                  blockSize, verified, extra}); the rest is junk
 //   doppler/models/<modelId>.json  which shards a model uses, its size and last use (LRU)
 //
 // Writes go through sync access handles (the fast path in a worker). A handle is exclusive:
@@ -61,24 +62,62 @@ function readJson(handle) {
   return JSON.parse(decoder.decode(bytes));
 }
 
-// How many leading blocks a sidecar says are verified (0 if it is absent or from
-// another geometry; an unreadable sidecar means nothing is known to be verified).
+// What a sidecar says is verified: a prefix of `verified` blocks, plus `extra`, half-open
+// runs [from, to) of blocks beyond it (written by range fetches, absent in older sidecars).
+// Nothing is claimed if the sidecar is absent, unreadable or of another geometry.
 function claimedBlocks(sidecar, size, blockSize) {
+  const none = { verified: 0, extra: new Set() };
   try {
     const note = sidecar.getSize() ? readJson(sidecar) : null;
-    return note && note.size === size && note.blockSize === blockSize ? note.verified : 0;
+    if (!note || note.size !== size || note.blockSize !== blockSize) return none;
+    const count = Math.ceil(size / blockSize);
+    const verified = Number.isInteger(note.verified) ? Math.min(Math.max(note.verified, 0), count) : 0;
+    const extra = new Set();
+    for (const [from, to] of Array.isArray(note.extra) ? note.extra : []) {
+      for (let block = Math.max(from, verified); block < Math.min(to, count); block++) extra.add(block);
+    }
+    return { verified, extra };
   } catch {
-    return 0;
+    return none;
   }
 }
 
-// A download in progress: the partial file plus its sidecar, both open exclusively.
+// Sorted block numbers as half-open runs: [3, 4, 5, 9] -> [[3, 6], [9, 10]].
+function runs(blocks) {
+  const out = [];
+  for (const block of [...blocks].sort((a, b) => a - b)) {
+    const last = out[out.length - 1];
+    if (last && last[1] === block) last[1] += 1;
+    else out.push([block, block + 1]);
+  }
+  return out;
+}
+
+// A download in progress: the partial file plus its sidecar, both open exclusively. A full
+// download grows the verified prefix; a range fetch may verify any block (the `extra` set),
+// and a block that joins the prefix leaves the set.
 export class Partial {
-  constructor(store, name, size, blockSize, data, sidecar, verified) {
-    Object.assign(this, { store, name, size, blockSize, data, sidecar, verified });
+  constructor(store, name, size, blockSize, data, sidecar, verified, extra = new Set()) {
+    Object.assign(this, { store, name, size, blockSize, data, sidecar, verified, extra });
+    this.count = Math.ceil(size / blockSize);
   }
 
-  // Copy the blocks the sidecar says are verified into `buffer`; returns their count.
+  has(block) { return block < this.verified || this.extra.has(block); }
+
+  get complete() { return this.verified >= this.count; }
+
+  // Verified blocks, prefix and set together.
+  get verifiedBlocks() { return this.verified + this.extra.size; }
+
+  note() {
+    const note = { size: this.size, blockSize: this.blockSize, verified: this.verified };
+    if (this.extra.size) note.extra = runs(this.extra);
+    return note;
+  }
+
+  save() { writeJson(this.sidecar, this.note()); }
+
+  // Copy the prefix the sidecar says is verified into `buffer`; returns its block count.
   // The caller re-hashes them (a torn write must not survive a crash).
   readVerified(buffer) {
     const bytes = Math.min(this.verified * this.blockSize, this.size);
@@ -86,22 +125,44 @@ export class Partial {
     return this.verified;
   }
 
-  // Persist block `block` (already verified by the caller) and advance the sidecar.
+  // Copy block `block`'s stored bytes into `into` (the caller re-hashes them).
+  readBlock(block, into) {
+    this.data.read(into, { at: block * this.blockSize });
+  }
+
+  // Persist block `block` (already verified by the caller) and record it in the sidecar.
   writeBlock(block, bytes) {
     this.data.write(bytes, { at: block * this.blockSize });
     this.data.flush();
-    this.verified = block + 1;
-    writeJson(this.sidecar, { size: this.size, blockSize: this.blockSize, verified: this.verified });
+    if (block === this.verified) {
+      this.verified += 1;
+      while (this.extra.delete(this.verified)) this.verified += 1;
+    } else if (block > this.verified) {
+      this.extra.add(block);
+    }
+    this.save();
   }
 
-  // Forget verified blocks from `block` on (they failed a re-check).
+  // Forget one block (it failed a re-check); blocks after it in the prefix join the set.
+  forget(block) {
+    if (block < this.verified) {
+      for (let b = block + 1; b < this.verified; b++) this.extra.add(b);
+      this.verified = block;
+    }
+    this.extra.delete(block);
+    this.save();
+  }
+
+  // Forget the prefix from `block` on (it failed a re-check). Without set blocks the file is
+  // cut there, as before; set blocks keep their bytes, so the file is not cut under them.
   rewind(block) {
     this.verified = Math.min(this.verified, block);
-    this.data.truncate(this.verified * this.blockSize);
-    writeJson(this.sidecar, { size: this.size, blockSize: this.blockSize, verified: this.verified });
+    if (this.extra.size === 0) this.data.truncate(this.verified * this.blockSize);
+    this.save();
   }
 
   close() {
+    if (this.store.held.get(this.name) === this) this.store.held.delete(this.name);
     for (const handle of [this.data, this.sidecar]) {
       try { handle.close(); } catch { /* already closed */ }
     }
@@ -125,6 +186,7 @@ export class Partial {
 export class ShardStore {
   constructor(root, shards, partial, models) {
     Object.assign(this, { root, shards, partial, models });
+    this.held = new Map();  // name -> Partial kept open between range fetches (see range.js)
   }
 
   // The store, or {store: null, reason} when this context has no usable OPFS.
@@ -166,8 +228,19 @@ export class ShardStore {
     return new Uint8Array(await (await handle.getFile()).arrayBuffer());
   }
 
+  // `length` bytes at `offset` of a committed shard (async read, no exclusive handle).
+  async readSlice(name, offset, length) {
+    const handle = await this.shards.getFileHandle(`${name}.bin`);
+    const blob = (await handle.getFile()).slice(offset, offset + length);
+    return new Uint8Array(await blob.arrayBuffer());
+  }
+
   // Open (or start) the partial download of `name`; null when another context holds it.
-  async openPartial(name, size, blockSize) {
+  // A partial this context keeps open (`keep`: range fetches of a model in use) is reused.
+  async openPartial(name, size, blockSize, { keep = false } = {}) {
+    const open = this.held.get(name);
+    if (open && open.size === size && open.blockSize === blockSize) return open;
+    open?.close();
     const dataFile = await this.partial.getFileHandle(`${name}.bin`, { create: true });
     const sideFile = await this.partial.getFileHandle(`${name}.json`, { create: true });
     let data = null;
@@ -182,13 +255,17 @@ export class ShardStore {
     }
     const partial = new Partial(this, name, size, blockSize, data, sidecar, 0);
     try {
-      partial.verified = Math.min(claimedBlocks(sidecar, size, blockSize), data.getSize() >= size
-        ? Math.ceil(size / blockSize) : Math.floor(data.getSize() / blockSize));
-      if (partial.verified === 0) partial.rewind(0);
+      // Claims beyond the file's end are void (the file was cut or never grew that far).
+      const stored = data.getSize() >= size ? partial.count : Math.floor(data.getSize() / blockSize);
+      const claim = claimedBlocks(sidecar, size, blockSize);
+      partial.verified = Math.min(claim.verified, stored);
+      for (const block of claim.extra) if (block < stored) partial.extra.add(block);
+      if (partial.verifiedBlocks === 0) partial.rewind(0);
     } catch (err) {
       partial.close();  // e.g. no space for the sidecar: leave no handle open
       throw err;
     }
+    if (keep) this.held.set(name, partial);
     return partial;
   }
 
@@ -211,7 +288,8 @@ export class ShardStore {
       if (!entry.endsWith('.json')) continue;
       try {
         const note = JSON.parse(await (await handle.getFile()).text());
-        out[entry.slice(0, -5)] = Math.min(note.verified * note.blockSize, note.size);
+        const extra = (note.extra ?? []).reduce((sum, [from, to]) => sum + to - from, 0);
+        out[entry.slice(0, -5)] = Math.min((note.verified + extra) * note.blockSize, note.size);
       } catch { /* ignore a sidecar being written */ }
     }
     return out;

@@ -10,6 +10,26 @@ from pathlib import Path
 
 from doppler.errors import DopplerError
 
+BLOCK_HELP = (
+    "bytes per block hash: a power of two from 4096 to 64M (default 1M); accepts K/M suffixes. "
+    "Smaller blocks let a client fetch and verify small ranges (one MoE expert) alone"
+)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20}
+
+
+def _size(text: str) -> int:
+    """``4096``, ``64K``, ``1M`` (binary units) -> bytes; range checks happen in the writer."""
+    digits, unit = text.strip().lower().removesuffix("ib").removesuffix("b"), ""
+    if digits and digits[-1] in "km":
+        digits, unit = digits[:-1], digits[-1]
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4096, 64K, 1M)")
+    return int(digits) * _UNITS[unit]
+
+
+def _block(args: argparse.Namespace) -> dict[str, int]:
+    return {} if args.block_size is None else {"block_size": args.block_size}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doppler", description=__doc__.splitlines()[0])
@@ -28,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         "--mirror", action="append", default=[], help="base URL serving the shards (repeatable)"
     )
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
+    convert.add_argument("--block-size", type=_size, default=None, help=BLOCK_HELP)
 
     verify = sub.add_parser("verify", help="re-hash every shard and block, check all ranges")
     verify.add_argument("dir", type=Path)
@@ -51,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--quant", choices=("q4_0", "q8_0", "f16", "bf16", "f32"), default="q4_0")
     synth.add_argument("--mirror", action="append", default=[])
     synth.add_argument("--quiet", action="store_true")
+    synth.add_argument("--block-size", type=_size, default=None, help=BLOCK_HELP)
     return parser
 
 
@@ -64,6 +86,7 @@ def _run(args: argparse.Namespace) -> str:
             quant=None if args.quant == "none" else args.quant,
             mirrors=_mirrors(args.mirror),
             progress=not args.quiet,
+            **_block(args),
         )
         return f"wrote {out}"
     if args.command == "verify":
@@ -89,6 +112,7 @@ def _run(args: argparse.Namespace) -> str:
         quant=args.quant,
         mirrors=_mirrors(args.mirror),
         progress=not args.quiet,
+        **_block(args),
     )
     return f"wrote {out}"
 

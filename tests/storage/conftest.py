@@ -30,6 +30,7 @@ from harness.tiny_models import CONFIGS, make_model
 sys.path.insert(0, str(Path(__file__).parent))  # storage_helpers (importlib mode)
 
 SHARD_CAP = 3 << 20
+RANGED_BLOCK = 4096
 BIG = {
     **CONFIGS["llama"],
     "vocab_size": 2048,
@@ -40,10 +41,10 @@ BIG = {
 }
 
 
-def convert_capped(hf: Path, out: Path) -> Path:
+def convert_capped(hf: Path, out: Path, **options: Any) -> Path:
     """Convert with shards capped at ``SHARD_CAP`` bytes instead of 64 MiB."""
     with mock.patch("doppler.convert.writer.make_plan", partial(make_plan, max_shard=SHARD_CAP)):
-        return convert(hf, out, progress=False)
+        return convert(hf, out, progress=False, **options)
 
 
 def add_mirrors(model: Path, mirrors: list[str]) -> None:
@@ -55,20 +56,24 @@ def add_mirrors(model: Path, mirrors: list[str]) -> None:
 
 @pytest.fixture(scope="session")
 def storage_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``big/`` (multi-shard) and ``small/`` (one shard) RDRR models."""
+    """``big/`` (multi-shard), ``small/`` (one shard) and ``ranged/`` (``big``'s weights
+    with 4 KiB blocks, so a range's block cover is a true sub-range of a shard) models."""
     root = tmp_path_factory.mktemp("storage-models")
     hf = tmp_path_factory.mktemp("storage-hf")
     with mock.patch.dict(CONFIGS, {"storage_big": BIG}):
         convert_capped(make_model("storage_big", hf / "big"), root / "big")
+    convert_capped(hf / "big", root / "ranged", block_size=RANGED_BLOCK)
     convert(make_model("llama", hf / "small", seed=1), root / "small", progress=False)
     return root
 
 
 @pytest.fixture(scope="session")
 def served(storage_root: Path) -> Iterator[tuple[str, FaultState]]:
-    """The models on a fault server; ``big``'s manifest names mirrors ``m2`` and ``m3``."""
+    """The models on a fault server; ``big``'s and ``ranged``'s manifests name mirrors
+    ``m2`` and ``m3``."""
     with fault_server(storage_root) as (url, state):
-        add_mirrors(storage_root / "big", [f"{url}m2/big/", f"{url}m3/big/"])
+        for model in ("big", "ranged"):
+            add_mirrors(storage_root / model, [f"{url}m2/{model}/", f"{url}m3/{model}/"])
         yield url, state
 
 

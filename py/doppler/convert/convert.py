@@ -8,6 +8,7 @@ from doppler.convert.hf_source import HfSource
 from doppler.convert.verify import verify_model
 from doppler.convert.writer import ModelInfo, write_model
 from doppler.format.errors import MissingFileError, SourceError
+from doppler.format.plan import BLOCK_SIZE
 
 QUANTS = ("q4_0", "q8_0")
 
@@ -54,8 +55,10 @@ def convert(
     quant: str | None = None,
     mirrors: tuple[str, ...] = (),
     progress: bool = True,
+    block_size: int = BLOCK_SIZE,
 ) -> Path:
-    """Convert ``src`` into ``out`` (created atomically, verified before it appears)."""
+    """Convert ``src`` into ``out`` (created atomically, verified before it appears);
+    ``block_size``: bytes per block hash (see ``write_model``)."""
     source = open_source(src)
     kind = "gguf" if isinstance(source, GgufSource) else "hf"
     info = ModelInfo(
@@ -66,5 +69,10 @@ def convert(
         mirrors=mirrors,
     )
     return write_model(
-        Path(out), info, source.tensors(quant), progress=progress, verify=verify_model
+        Path(out),
+        info,
+        source.tensors(quant),
+        progress=progress,
+        verify=verify_model,
+        block_size=block_size,
     )

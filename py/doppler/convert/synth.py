@@ -20,6 +20,7 @@ from doppler.convert.writer import Loader, ModelInfo, SourceTensor, write_model
 from doppler.format.canonical import expected_tensors
 from doppler.format.config import ArchConfig
 from doppler.format.errors import MissingFileError, SchemaError
+from doppler.format.plan import BLOCK_SIZE
 
 _GEMMA3_1B = {
     "model_type": "gemma3_text",
@@ -245,6 +246,7 @@ def synth(
     quant: str = "q4_0",
     mirrors: tuple[str, ...] = (),
     progress: bool = True,
+    block_size: int = BLOCK_SIZE,
 ) -> Path:
     cfg = synth_config(like, layers)
     label = like if like in PRESETS else Path(like).parent.name or "config"
@@ -267,4 +269,5 @@ def synth(
         plan_only=plan_only,
         progress=progress,
         verify=check,
+        block_size=block_size,
     )

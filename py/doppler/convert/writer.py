@@ -22,10 +22,19 @@ from doppler.format.canonical import expected_tensors
 from doppler.format.config import ArchConfig
 from doppler.format.errors import FormatError, ShapeMismatchError, SizeError, SourceError
 from doppler.format.hashing import block_hashes, sha256_hex
-from doppler.format.index import ExpertEntry, ShardInfo, Span, TensorEntry, index_document
+from doppler.format.index import (
+    MAX_SHARD_SIZE,
+    MIN_BLOCK,
+    ExpertEntry,
+    ShardInfo,
+    Span,
+    TensorEntry,
+    index_document,
+    is_power_of_two,
+)
 from doppler.format.layouts import LAYOUTS
 from doppler.format.manifest import IndexRef, LayoutStat, Manifest, ShardRef
-from doppler.format.plan import Piece, Plan, TensorSpec, make_plan
+from doppler.format.plan import BLOCK_SIZE, Piece, Plan, TensorSpec, make_plan
 from doppler.format.strict import dump_json
 
 MANIFEST_NAME = "manifest.json"
@@ -77,6 +86,20 @@ def check_tensor_set(config: ArchConfig, tensors: list[SourceTensor]) -> list[So
     return [by_name[name] for name in expected]
 
 
+def check_block_size(block_size: int) -> None:
+    """Refuse a block size readers would reject (docs/rdrr.md: power of two, 4 KiB..64 MiB)."""
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, int)
+        or not is_power_of_two(block_size)
+        or not MIN_BLOCK <= block_size <= MAX_SHARD_SIZE
+    ):
+        raise FormatError(
+            f"block size {block_size!r} is invalid: it must be a power of two from "
+            f"{MIN_BLOCK} (4 KiB) to {MAX_SHARD_SIZE} (64 MiB)"
+        )
+
+
 def write_model(
     out: Path,
     info: ModelInfo,
@@ -85,9 +108,15 @@ def write_model(
     plan_only: bool = False,
     progress: bool = True,
     verify: Callable[[Path], object] | None = None,
+    block_size: int = BLOCK_SIZE,
 ) -> Path:
-    """Write the model to ``out`` (which must not exist); returns ``out``."""
+    """Write the model to ``out`` (which must not exist); returns ``out``.
+
+    ``block_size`` is the unit of the index's block hashes, hence the smallest byte range
+    a client can fetch and verify alone (small blocks let an MoE pager fetch one expert).
+    """
     out = Path(out)
+    check_block_size(block_size)
     if out.exists():
         raise FormatError(f"output {out} already exists; remove it or choose another path")
     info.config.validated()
@@ -96,7 +125,7 @@ def write_model(
         TensorSpec(t.name, t.layout, tuple(t.shape), LAYOUTS[t.layout].nbytes(t.shape))
         for t in ordered
     ]
-    plan = make_plan(specs, info.config.total_layers)
+    plan = make_plan(specs, info.config.total_layers, block_size=block_size)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from doppler_js import storage  # type: ignore[import-not-found]
 from pyodide.ffi import create_proxy  # type: ignore[import-not-found]
 
+from doppler.errors import BadRequest
+from doppler.format.hashing import HASH_HEX
 from doppler.jsffi import JsProxy, js, js_object
 from doppler.storage.cache import Cache
 from doppler.storage.errors import from_code
@@ -24,6 +26,13 @@ class Fetched:
     data: JsProxy  # Uint8Array of the whole verified file
     source: str  # "cache" or "network"
     cached: bool  # the file is now in OPFS
+
+
+@dataclass
+class RangeFetched:
+    data: JsProxy  # Uint8Array of exactly the requested bytes, verified by block
+    source: str  # "cache" (no request made) or "network" (some blocks were fetched)
+    fetched_bytes: int  # response body bytes read for this range (0 from cache)
 
 
 class ShardTier:
@@ -89,6 +98,41 @@ class ShardTier:
         if not result.ok:
             raise from_code(str(result.code), str(result.message))
         return Fetched(result.data, str(result.source), bool(result.cached))
+
+    async def get_range(
+        self, name: str, size: int, *, block_size: int, blocks: str, offset: int, length: int
+    ) -> RangeFetched:
+        """``length`` verified bytes at ``offset`` of shard ``<name>.bin`` (``size`` bytes)
+        without fetching the rest of it: one MoE expert, for a pager.
+
+        Only the block-aligned cover of the range is read (OPFS) or fetched (one HTTP Range
+        request per attempt, for the missing blocks); each block is checked against
+        ``blocks`` (the index's hashes for ``block_size`` blocks) and cached in OPFS by block.
+        Raises what :meth:`get` raises (``IntegrityError`` when every source served bad
+        bytes, ``FetchError``, ``StorageFull``, ``Aborted``) and ``BadRequest`` for a range
+        outside the shard or hashes that do not fit its size.
+        """
+        if offset < 0 or length <= 0 or offset + length > size:
+            raise BadRequest(f"bytes {offset}+{length} are not a range of shard {name} ({size} B)")
+        if len(blocks) != -(-size // block_size) * HASH_HEX:
+            raise BadRequest(f"shard {name}: {len(blocks)} hex of block hashes for {size} bytes")
+        spec = {
+            "name": name,
+            "size": size,
+            "blockSize": block_size,
+            "blocks": blocks,
+            "offset": offset,
+            "length": length,
+            "sources": self.bases,
+            "signal": self.controller.signal,
+            "useCache": self.cache is not None,
+        }
+        result = await storage.getRange(js_object(spec))
+        if not result.ok:
+            if str(result.code) == "bad_request":
+                raise BadRequest(str(result.message))
+            raise from_code(str(result.code), str(result.message))
+        return RangeFetched(result.data, str(result.source), int(result.fetchedBytes))
 
     @staticmethod
     def heap_bytes() -> int:

@@ -34,4 +34,49 @@ def handlers(worker: Worker) -> dict[str, Any]:
         gpu, pipelines = worker.require_gpu()
         return await run_kernel(gpu, pipelines, payload)
 
-    return {"debug.ticks": ticks, "debug.runKernel": run}
+    return {"debug.ticks": ticks, "debug.runKernel": run, "debug.range": fetch_range}
+
+
+async def fetch_range(payload: dict[str, Any], _emit: Emit) -> dict[str, Any]:
+    """``ShardTier.get_range`` for the storage tests: ``length`` bytes at ``offset`` of weight
+    shard ``shard`` of the model at ``manifest`` (``useCache`` false: no OPFS at all).
+    Returns the range's SHA-256 rather than its bytes, so tests compare it with the file."""
+    from doppler_js import storage  # type: ignore[import-not-found]
+
+    from doppler.format.index import parse_index
+    from doppler.format.manifest import model_id, parse_manifest
+    from doppler.model.loader import source_bases
+    from doppler.storage.http import fetch_bytes
+    from doppler.storage.tier import ShardTier
+
+    try:
+        url, shard = str(payload["manifest"]), str(payload["shard"])
+        offset, length = int(payload["offset"]), int(payload["length"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise BadRequest("debug.range needs {manifest, shard, offset, length}") from err
+    raw = await fetch_bytes(url)
+    manifest = parse_manifest(raw)
+    bases = source_bases(url, manifest)
+    if payload.get("useCache", True):
+        tier = await ShardTier.open(bases, model_id(raw))
+    else:
+        tier = ShardTier(bases, None, "caching is off for this request")
+    for ref in manifest.index:
+        index = parse_index((await tier.get(ref.name, ref.size)).data.to_bytes(), ref.name)
+        if shard in index.shards:
+            info = index.shards[shard]
+            got = await tier.get_range(
+                shard,
+                info.size,
+                block_size=index.block_size,
+                blocks=info.blocks,
+                offset=offset,
+                length=length,
+            )
+            return {
+                "source": got.source,
+                "fetchedBytes": got.fetched_bytes,
+                "length": int(got.data.length),
+                "sha256": str(await storage.sha256Hex(got.data)),
+            }
+    raise BadRequest(f"debug.range: no index of {url} lists shard {shard}")
