@@ -163,3 +163,140 @@ fn shared_gate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
   if (i >= params.n_tokens * params.rows) { return; }
   dst[i] += src[i] / (1.0 + exp(-expert_weights[i / params.rows]));
 }
+
+// ---- Prefill grouped by expert -------------------------------------------------------------
+// A chunk of tokens often routes several tokens to one expert; these entries decode each
+// expert's weight rows once for all of them instead of once per (token, choice) pair:
+//   group:            counting sort of the pairs by expert into `groups` (binding 7):
+//                     groups[e] .. groups[e + 1] (e <= n_experts = params.rows) index
+//                     order = groups[n_experts + 1 ..], the pairs routed to e in pair order
+//   gate_up_grouped:  h as gate_up computes it, one workgroup per (expert, row group)
+//   down_grouped:     per pair p of expert e, yp[p, r] = W_down[e][r] . h[p] into dst
+//   combine:          y[t, r] = (accumulate ? y[t, r] : 0) + sum_j w[t, j] * yp[t*top_k+j, r]
+//                     (src = yp, dst = y): no two workgroups ever write one output
+// Dispatch: group (1 workgroup); gate_up_grouped and down_grouped (grid_x, ceil(R * E /
+// grid_x)), R = ceil(rows / ROWS_PER_WG), E = n_experts = the table's length, with
+// gate_up's and down's params; combine (grid_x, ceil(ceil(n_tokens * rows / WG) / grid_x)),
+// rows = hidden. `group` reads n_experts from params.rows.
+
+@group(0) @binding(7) var<storage, read_write> groups: array<u32>;
+
+const GROUP_BATCH: u32 = 16u;  // pairs of one expert accumulated at once, per invocation
+
+var<workgroup> group_span: vec2<u32>;
+
+@compute @workgroup_size(WG)
+fn group(@builtin(local_invocation_index) lid: u32) {
+  let n_experts = params.rows;
+  let pairs = params.n_tokens * params.top_k;
+  if (lid == 0u) {
+    for (var e = 0u; e <= n_experts; e++) { groups[e] = 0u; }
+    for (var p = 0u; p < pairs; p++) { groups[expert_ids[p] + 1u] += 1u; }
+    for (var e = 0u; e < n_experts; e++) { groups[e + 1u] += groups[e]; }
+  }
+  storageBarrier();
+  workgroupBarrier();
+  for (var e = lid; e < n_experts; e += WG) {
+    var at = n_experts + 1u + groups[e];
+    for (var p = 0u; p < pairs; p++) {
+      if (expert_ids[p] == e) {
+        groups[at] = p;
+        at++;
+      }
+    }
+  }
+}
+
+// The pairs [first, end) of this workgroup's expert, made uniform for the barriers below.
+fn expert_pairs(lid: u32, e: u32, n_experts: u32) -> vec2<u32> {
+  if (lid == 0u) { group_span = vec2<u32>(groups[e], groups[e + 1u]); }
+  return workgroupUniformLoad(&group_span) + vec2<u32>(n_experts + 1u);
+}
+
+// Sum over one decoded chunk of w[i] * src[src_base + k0 + i], for up to GROUP_BATCH pairs.
+fn batch_dots(
+  w: ptr<function, array<f32, CHUNK>>, k0: u32, first: u32, count: u32, per_token: bool,
+  sums: ptr<function, array<f32, GROUP_BATCH>>,
+) {
+  let n = min(CHUNK, params.cols - k0);
+  for (var b = 0u; b < count; b++) {
+    let pair = groups[first + b];
+    let base = select(pair, pair / params.top_k, per_token) * params.cols + k0;
+    var s = 0.0;
+    for (var i = 0u; i < n; i++) { s += (*w)[i] * src[base + i]; }
+    (*sums)[b] += s;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn gate_up_grouped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n_experts = arrayLength(&expert_offset_words);
+  let g = wid.y * params.grid_x + wid.x;
+  let e = min(g / row_groups(), n_experts - 1u);
+  let span = expert_pairs(lid, e, n_experts);
+  if (g >= row_groups() * n_experts) { return; }
+  let lanes = WG / ROWS_PER_WG;
+  let r = (g % row_groups()) * ROWS_PER_WG + lid / lanes;
+  let slot = expert_offset_words[e];
+  for (var first = span.x; first < span.y; first += GROUP_BATCH) {
+    let count = min(GROUP_BATCH, span.y - first);
+    var gate = array<f32, GROUP_BATCH>();
+    var up = array<f32, GROUP_BATCH>();
+    if (r < params.rows) {
+      for (var c = lid % lanes; c < chunks(); c += lanes) {
+        var w_gate = decode_chunk(slot + params.proj_word + r * params.row_words, c, params.plane1, params.plane2);
+        batch_dots(&w_gate, c * CHUNK, first, count, true, &gate);
+        var w_up = decode_chunk(slot + params.up_word + r * params.row_words, c, params.plane1, params.plane2);
+        batch_dots(&w_up, c * CHUNK, first, count, true, &up);
+      }
+    }
+    for (var b = 0u; b < count; b++) {
+      let gs = row_sum(lid, gate[b]);
+      let us = row_sum(lid, up[b]);
+      if (lid % lanes == 0u && r < params.rows) {
+        let a = select(silu(gs), gelu_tanh(gs), params.act == ACT_GELU_TANH);
+        dst[groups[first + b] * params.rows + r] = a * us;
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn down_grouped(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let n_experts = arrayLength(&expert_offset_words);
+  let g = wid.y * params.grid_x + wid.x;
+  let e = min(g / row_groups(), n_experts - 1u);
+  let span = expert_pairs(lid, e, n_experts);
+  if (g >= row_groups() * n_experts) { return; }
+  let lanes = WG / ROWS_PER_WG;
+  let r = (g % row_groups()) * ROWS_PER_WG + lid / lanes;
+  let row_word = expert_offset_words[e] + params.proj_word + r * params.row_words;
+  for (var first = span.x; first < span.y; first += GROUP_BATCH) {
+    let count = min(GROUP_BATCH, span.y - first);
+    var sums = array<f32, GROUP_BATCH>();
+    if (r < params.rows) {
+      for (var c = lid % lanes; c < chunks(); c += lanes) {
+        var w = decode_chunk(row_word, c, params.plane1, params.plane2);
+        batch_dots(&w, c * CHUNK, first, count, false, &sums);
+      }
+    }
+    for (var b = 0u; b < count; b++) {
+      let total = row_sum(lid, sums[b]);
+      if (lid % lanes == 0u && r < params.rows) { dst[groups[first + b] * params.rows + r] = total; }
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * params.grid_x + wid.x) * WG + lid;
+  if (i >= params.n_tokens * params.rows) { return; }
+  let t = i / params.rows;
+  let r = i % params.rows;
+  var sum = select(0.0, dst[i], params.accumulate == 1u);
+  for (var j = 0u; j < params.top_k; j++) {
+    let pair = t * params.top_k + j;
+    sum += expert_weights[pair] * src[pair * params.rows + r];
+  }
+  dst[i] = sum;
+}

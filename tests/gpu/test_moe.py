@@ -440,3 +440,153 @@ def test_planted_bugs_fail_the_comparison(kernels, bug):
             y0=y0,
             source=source.replace(good, bad),
         )
+
+
+# ---- prefill grouped by expert -------------------------------------------------------------
+
+
+def run_grouped(
+    kernels, experts, gate_up, down, ids, route_weights, x, *, act=SILU, y0=None, source=None
+):
+    """(groups, h, y) from group -> gate_up_grouped -> down_grouped -> combine."""
+    n_tokens, top_k = ids.shape
+    n_experts, pairs = experts.n_experts, ids.size
+    common = {"source": source, "constants": {"WG": 64, "ROWS_PER_WG": 8}}
+    (groups,) = kernels.run(
+        "moe",
+        [
+            read(2, ids.astype(np.uint32)),
+            write(7, n_experts + 1 + pairs, np.uint32),
+            params(6, PARAMS, n_tokens, top_k, n_experts, 0, 1, 0, 0, 0, 0, 0, 0, 0),
+        ],
+        (1,),
+        entry="group",
+        flags=(flag("f32"),),
+        **common,
+    )
+    row_words, plane1, plane2 = experts.words("gate")
+    gx, gy = grid(-(-experts.ff // 8) * n_experts, None)
+    values = (n_tokens, top_k, experts.ff, experts.hidden, gx, row_words, plane1, plane2)
+    (h, _) = kernels.run(
+        "moe",
+        [
+            read(0, gate_up.buffer),
+            read(1, gate_up.table),
+            read(4, x.astype(np.float32)),
+            write(5, pairs * experts.ff),
+            Buffer(7, "write", array=groups),
+            params(6, PARAMS, *values, gate_up.proj_word["gate"], gate_up.proj_word["up"], act, 0),
+        ],
+        (gx, gy),
+        entry="gate_up_grouped",
+        flags=(flag(experts.gate_up_layout),),
+        **common,
+    )
+    row_words, plane1, plane2 = experts.words("down")
+    gx, gy = grid(-(-experts.hidden // 8) * n_experts, None)
+    values = (n_tokens, top_k, experts.hidden, experts.ff, gx, row_words, plane1, plane2)
+    (per_pair, _) = kernels.run(
+        "moe",
+        [
+            read(0, down.buffer),
+            read(1, down.table),
+            read(4, h),
+            write(5, pairs * experts.hidden),
+            Buffer(7, "write", array=groups),
+            params(6, PARAMS, *values, down.proj_word["down"], 0, 0, 0),
+        ],
+        (gx, gy),
+        entry="down_grouped",
+        flags=(flag(experts.down_layout),),
+        **common,
+    )
+    size = n_tokens * experts.hidden
+    y = write(5, size) if y0 is None else Buffer(5, "write", array=y0.astype(np.float32))
+    gx, gy = grid(-(-size // 64), None)
+    (out,) = kernels.run(
+        "moe",
+        [
+            read(3, route_weights.astype(np.float32)),
+            read(4, per_pair),
+            y,
+            params(
+                6,
+                PARAMS,
+                n_tokens,
+                top_k,
+                experts.hidden,
+                0,
+                gx,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                int(y0 is not None),
+            ),
+        ],
+        (gx, gy),
+        entry="combine",
+        flags=(flag("f32"),),
+        **common,
+    )
+    return groups, h.reshape(n_tokens, top_k, experts.ff), out.reshape(n_tokens, experts.hidden)
+
+
+def grouped_ffn(kernels, experts, ids, route_weights, x, **kw):
+    gate_up, down = bank(experts, ("gate", "up")), bank(experts, ("down",))
+    groups, h, y = run_grouped(kernels, experts, gate_up, down, ids, route_weights, x, **kw)
+    flat = ids.reshape(-1)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(flat, minlength=experts.n_experts))])
+    n_experts = experts.n_experts
+    assert (groups[: n_experts + 1] == starts).all()
+    assert (groups[n_experts + 1 :] == np.argsort(flat, kind="stable")).all()
+    h_want, h_bound = gate_up_ref(experts, ids, x, kw.get("act", SILU))
+    check(h, (h_want, h_bound))
+    check(y, down_ref(experts, ids, route_weights, h_want, h_bound, kw.get("y0")))
+
+
+@pytest.mark.parametrize(
+    ("layout", "n_experts", "hidden", "ff", "n_tokens", "top_k"),
+    [
+        ("f32", 4, 13, 37, 8, 2),  # every expert shared by several tokens
+        ("q4_0", 8, 64, 96, 8, 2),  # Mixtral's routing shape
+        ("q8_0", 3, 32, 64, 40, 2),  # more tokens per expert than one batch holds
+        ("q4_k", 6, 256, 256, 5, 3),  # some experts chosen by no token
+    ],
+)
+def test_grouped_prefill_matches_numpy(kernels, layout, n_experts, hidden, ff, n_tokens, top_k):
+    experts = random_experts(n_experts, hidden, ff, layout)
+    ids, route_weights = routing(n_tokens, top_k, n_experts)
+    x = RNG.standard_normal((n_tokens, hidden)).astype(np.float32)
+    y0 = RNG.standard_normal((n_tokens, hidden)).astype(np.float32)
+    grouped_ffn(kernels, experts, ids, route_weights, x, y0=y0)
+
+
+GROUPED_BUGS = {
+    "gate/up reads x of the pair, not the token": (
+        "select(pair, pair / params.top_k, per_token)",
+        "pair",
+    ),
+    "combine weighs every choice like the first": (
+        "sum += expert_weights[pair] * src",
+        "sum += expert_weights[t * params.top_k] * src",
+    ),
+    "pairs of one expert past a batch dropped": (
+        "first += GROUP_BATCH",
+        "first += 4u * GROUP_BATCH",
+    ),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(GROUPED_BUGS))
+def test_grouped_planted_bugs_fail(kernels, bug):
+    good, bad = GROUPED_BUGS[bug]
+    source = shader_source("moe.wgsl")
+    assert good in source, "the planted bug no longer applies: update the control"
+    experts = random_experts(3, 32, 64, "q8_0")
+    ids, route_weights = routing(40, 2, 3)
+    x = RNG.standard_normal((40, 32)).astype(np.float32)
+    with pytest.raises(AssertionError):
+        grouped_ffn(kernels, experts, ids, route_weights, x, source=source.replace(good, bad))

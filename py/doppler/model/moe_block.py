@@ -28,6 +28,7 @@ class MoeScratch:
     routing: moe_ops.Routing
     ids_readback: JsProxy  # the routing ids, mapped by the CPU when experts are paged
     h: JsProxy  # [n, top_k, expert ff]
+    grouping: moe_ops.Grouping | None  # prefill passes: the chunk's pairs grouped by expert
     no_bias: JsProxy  # bound where a router has no selection bias
     shared_gate: JsProxy | None  # [n, shared ff] x3 and the gate logit, when shared experts
     shared_up: JsProxy | None
@@ -59,6 +60,12 @@ def allocate_scratch(cfg: ArchConfig, n: int, budget: GpuBudget) -> MoeScratch |
             f"expert ids readback x{n}",
         ),
         h=buf(n * moe.top_k * moe.expert_intermediate_size, "expert hidden"),
+        grouping=moe_ops.Grouping(
+            buf(moe.num_experts + 1 + n * moe.top_k, "pairs by expert"),
+            buf(n * moe.top_k * cfg.hidden_size, "per-pair expert output"),
+        )
+        if n > 1
+        else None,
         no_bias=buf(moe.num_experts, "zero router bias"),
         shared_gate=buf(n * shared, "shared gate") if shared else None,
         shared_up=buf(n * shared, "shared up") if shared else None,
@@ -90,8 +97,16 @@ def moe_ffn(
     if not pager.resident:
         plan.mark(layer)
     geometry, arena, table = pager.catalog.geometry, pager.arena(layer), pager.tables[layer]
-    moe_ops.gate_up(plan, geometry, arena, table, s.routing, xn, s.h, n, moe.top_k, cfg.activation)
-    moe_ops.down(plan, geometry, arena, table, s.routing, s.h, out, n, moe.top_k, False)
+    if s.grouping is not None:
+        shape = (n, moe.top_k, moe.num_experts)
+        moe_ops.grouped_ffn(
+            plan, geometry, arena, table, s.routing, s.grouping, xn, s.h, out, shape, cfg.activation
+        )
+    else:
+        moe_ops.gate_up(
+            plan, geometry, arena, table, s.routing, xn, s.h, n, moe.top_k, cfg.activation
+        )
+        moe_ops.down(plan, geometry, arena, table, s.routing, s.h, out, n, moe.top_k, False)
     if moe.num_shared_experts:
         _shared_expert(plan, cfg, w, xn, out, n, p + "shared.", s)
 

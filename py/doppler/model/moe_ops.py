@@ -48,6 +48,14 @@ class Routing:
     weights: JsProxy
 
 
+@dataclass(frozen=True)
+class Grouping:
+    """Prefill scratch: the pairs sorted by expert (``groups``) and per-pair down outputs."""
+
+    groups: JsProxy  # u32 [n_experts + 1 + n_tokens * top_k]
+    per_pair: JsProxy  # f32 [n_tokens * top_k, hidden]
+
+
 def topk(plan: Plan, moe: Moe, logits: JsProxy, bias: JsProxy, out: Routing, n: int) -> None:
     """Each token's top-k experts and mixing weights from its router logits."""
     gx, gy = grid(n)
@@ -180,6 +188,67 @@ def shared_gate(
         PipelineKey("moe", entry="shared_gate", flags=frozenset({layout_flag("f32")})),
         [Binding(3, gate_logits), Binding(4, src), Binding(5, dst)],
         pack("IIIIIIIIIIII", n, 0, rows, 0, gx, 0, 0, 0, 0, 0, 0, 0),
+        (gx, gy),
+        params_binding=6,
+    )
+
+
+def _key(entry: str, layout: str) -> PipelineKey:
+    return PipelineKey(
+        "moe",
+        entry=entry,
+        flags=frozenset({layout_flag(layout)}),
+        constants=(("ROWS_PER_WG", ROWS_PER_WG),),
+    )
+
+
+def grouped_ffn(
+    plan: Plan,
+    geometry: ExpertGeometry,
+    arena: JsProxy,
+    table: JsProxy,
+    routing: Routing,
+    grouping: Grouping,
+    x: JsProxy,
+    h: JsProxy,
+    y: JsProxy,
+    shape: tuple[int, int, int],
+    activation: str,
+) -> None:
+    """The expert FFN of a prefill chunk with each expert's rows decoded once for all of its
+    tokens: sort the pairs by expert, gate/up and down per expert, then mix into ``y``.
+    ``shape`` = (n_tokens, top_k, n_experts)."""
+    n, top_k, n_experts = shape
+    pairs = Binding(7, grouping.groups)
+    plan.add(
+        PipelineKey("moe", entry="group", flags=frozenset({layout_flag("f32")})),
+        [Binding(2, routing.ids), pairs],
+        pack("IIIIIIIIIIII", n, top_k, n_experts, 0, 1, 0, 0, 0, 0, 0, 0, 0),
+        (1,),
+        params_binding=6,
+    )
+    gate, down = geometry.gate, geometry.down
+    gx, gy = grid(ceil_div(gate.rows, ROWS_PER_WG) * n_experts)
+    plan.add(
+        _key("gate_up_grouped", gate.layout),
+        [Binding(0, arena), Binding(1, table), Binding(4, x), Binding(5, h), pairs],
+        _expert_params(gate, n, top_k, gx, geometry.up.word, ACTIVATIONS[activation], 0),
+        (gx, gy),
+        params_binding=6,
+    )
+    gx, gy = grid(ceil_div(down.rows, ROWS_PER_WG) * n_experts)
+    plan.add(
+        _key("down_grouped", down.layout),
+        [Binding(0, arena), Binding(1, table), Binding(4, h), Binding(5, grouping.per_pair), pairs],
+        _expert_params(down, n, top_k, gx, 0, 0, 0),
+        (gx, gy),
+        params_binding=6,
+    )
+    gx, gy = grid(ceil_div(n * down.rows, WG))
+    plan.add(
+        PipelineKey("moe", entry="combine", flags=frozenset({layout_flag("f32")})),
+        [Binding(3, routing.weights), Binding(4, grouping.per_pair), Binding(5, y)],
+        pack("IIIIIIIIIIII", n, top_k, down.rows, 0, gx, 0, 0, 0, 0, 0, 0, 0),
         (gx, gy),
         params_binding=6,
     )

@@ -12,6 +12,7 @@ waits for that (correctness first); ``stats`` says how long.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -177,10 +178,9 @@ class ExpertPager:
         for victim in arena.policy.choose_victims(len(misses) * slot_bytes):
             arena.free.append(arena.slot_of.pop(victim))
             self.stats.gpu_evictions += 1
-        for key in misses:
-            data = await self._expert_bytes(key)
-            slot = arena.free.pop()
-            self._place(arena, key, slot, data)
+        fetched = await asyncio.gather(*(self._expert_bytes(key) for key in misses))
+        for key, data in zip(misses, fetched, strict=True):
+            self._place(arena, key, arena.free.pop(), data)
             arena.policy.admit(key)
         self.stats.stall_ms += (time.perf_counter() - started) * 1000
 
