@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from doppler.errors import BadRequest, DopplerError
 from doppler.gpu.oneshot import run_kernel
+from doppler.jsffi import to_py
 from doppler.worker.protocol import Emit
 
 if TYPE_CHECKING:
@@ -34,7 +35,23 @@ def handlers(worker: Worker) -> dict[str, Any]:
         gpu, pipelines = worker.require_gpu()
         return await run_kernel(gpu, pipelines, payload)
 
-    return {"debug.ticks": ticks, "debug.runKernel": run, "debug.range": fetch_range}
+    return {
+        "debug.ticks": ticks,
+        "debug.runKernel": run,
+        "debug.range": fetch_range,
+        "debug.gpuMeter": gpu_meter,
+    }
+
+
+async def gpu_meter(payload: dict[str, Any], _emit: Emit) -> dict[str, Any]:
+    """Count GPU buffer bytes from outside the budget's books (``app/gpu_meter.js``):
+    ``{install: true}`` starts counting, ``{resetPeak: true}`` starts a new peak."""
+    from doppler_js import gpuMeter  # type: ignore[import-not-found]
+
+    payload = payload or {}
+    if payload.get("install"):
+        gpuMeter.install()
+    return to_py(gpuMeter.reading(bool(payload.get("resetPeak"))))
 
 
 async def fetch_range(payload: dict[str, Any], _emit: Emit) -> dict[str, Any]:
