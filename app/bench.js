@@ -1,7 +1,8 @@
 // The benchmark page (bench.html?model=URL&prompt=512&decode=128): loads a model, runs a
 // warm-up, then one generation of `decode` tokens after a `prompt`-token prompt, and POSTs
 // the figures as JSON to ./bench-result (build.py bench serves that and prints them).
-// MoE models: with expertFraction=F the model is then loaded again with a GPU budget that
+// MoE models: gpuBudget=BYTES runs only paged with that budget (so the process memory the
+// runner samples is the paged run's); with expertFraction=F the model is then loaded again with a GPU budget that
 // holds only that share of its experts (ramBudget, policy: the pager's other settings), and
 // the same generation runs paged; GPU buffer bytes are counted by the worker's GPU meter.
 
@@ -11,6 +12,7 @@ const params = new URLSearchParams(location.search);
 const promptTokens = Number(params.get('prompt') ?? 512);
 const decodeTokens = Number(params.get('decode') ?? 128);
 const expertFraction = params.get('expertFraction');
+const gpuBudget = params.get('gpuBudget');  // MoE: only a paged run, with this many GPU bytes
 const PLAN_RESERVE = 2 << 20;  // py/doppler/model/transformer.py PLAN_RESERVE_BYTES
 
 async function generate(doppler, tokenIds, maxTokens) {
@@ -66,7 +68,12 @@ async function bench() {
   const status = doppler.status();
   result.gpu = status.gpu ? { ...status.gpu, limits: undefined } : status.gpuError;
   await doppler.request('debug.gpuMeter', { install: true });
-  Object.assign(result, await measure(doppler, {}));
+  Object.assign(result, await measure(doppler, gpuBudget === null ? {} : {
+    gpuBudgetBytes: Number(gpuBudget),
+    ramBudgetBytes: Number(params.get('ramBudget') ?? 0),
+    pagingPolicy: params.get('policy') ?? 'cycle-lfu',
+  }));
+  result.gpuMeter = await doppler.request('debug.gpuMeter', {});
   if (status.gpu?.features.includes('timestamp-query')) {
     const profile = await doppler.request('profile', { repeats: 10 });
     result.gpuMsPerToken = profile.gpuMsPerToken;  // dispatches timed one pass each

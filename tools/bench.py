@@ -111,6 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " experts (paged)",
     )
     parser.add_argument("--ram-budget", type=int, default=0, help="MoE paged run: RAM tier bytes")
+    parser.add_argument(
+        "--gpu-budget", type=int, help="MoE: run only paged, with this many GPU bytes"
+    )
     parser.add_argument("--policy", default="cycle-lfu", help="MoE paged run: cycle-lfu or lru")
 
 
@@ -120,8 +123,11 @@ def main(args: argparse.Namespace, site: Path, cache: Path) -> None:
         model = synth_model(model, args.layers, site, cache)
     query: dict[str, Any] = {"prompt": args.prompt_tokens, "decode": args.decode_tokens}
     if args.expert_fraction is not None:
-        query.update(expertFraction=args.expert_fraction, ramBudget=args.ram_budget)
-        query["policy"] = args.policy
+        query["expertFraction"] = args.expert_fraction
+    if args.gpu_budget is not None:
+        query["gpuBudget"] = args.gpu_budget
+    if args.expert_fraction is not None or args.gpu_budget is not None:
+        query.update(ramBudget=args.ram_budget, policy=args.policy)
     result = run(site, model, args.browser, query, args.timeout)
     text = json.dumps(result, indent=1, sort_keys=True)
     print(text, flush=True)
