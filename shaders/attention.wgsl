@@ -66,9 +66,18 @@ var<workgroup> acc: array<f32, MAX_HEAD_DIM>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> query_pos: u32;
 
+// Loads in flight per invocation: the inner loops below have this constant trip count so
+// compilers unroll them and issue UNROLL independent cache reads before the first use
+// (a plain loop waits for each read in turn: ~head_dim round trips to memory per key).
+const UNROLL: u32 = 8u;
+
 fn score(k_base: u32) -> f32 {
   var dot = 0.0;
-  for (var d = 0u; d < params.head_dim; d++) { dot += q_scaled[d] * k_cache[k_base + d]; }
+  var d = 0u;
+  for (; d + UNROLL <= params.head_dim; d += UNROLL) {
+    for (var u = 0u; u < UNROLL; u++) { dot += q_scaled[d + u] * k_cache[k_base + d + u]; }
+  }
+  for (; d < params.head_dim; d++) { dot += q_scaled[d] * k_cache[k_base + d]; }
   if (params.softcap > 0.0) {
     return params.softcap * tanh(clamp(dot / params.softcap, -10.0, 10.0));
   }
@@ -112,7 +121,12 @@ fn attend(lid: u32, kv_rows: u32, first: u32, end: u32) -> vec2<f32> {
     let keys = min(WG, end - start);
     for (var d = lid; d < hd; d += WG) {
       var o = acc[d] * rescale;
-      for (var i = 0u; i < keys; i++) { o += probs[i] * v_cache[(kv_rows + start + i) * hd + d]; }
+      let v_base = (kv_rows + start) * hd + d;
+      var i = 0u;
+      for (; i + UNROLL <= keys; i += UNROLL) {
+        for (var u = 0u; u < UNROLL; u++) { o += probs[i + u] * v_cache[v_base + (i + u) * hd]; }
+      }
+      for (; i < keys; i++) { o += probs[i] * v_cache[v_base + i * hd]; }
       acc[d] = o;
     }
     workgroupBarrier();

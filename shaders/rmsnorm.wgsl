@@ -1,13 +1,18 @@
 // RMSNorm over rows: y[r, i] = x[r, i] / sqrt(mean_i(x[r, i]^2) + eps) * (w[i] + weight_offset)
 // One workgroup per row; threads stride over the row, then a tree reduction in workgroup
 // memory (or subgroup sums when the device has subgroups). weight_offset is 1 for models
-// whose checkpoints store (w - 1), e.g. Gemma.
+// whose checkpoints store (w - 1), e.g. Gemma. With `accumulate` it adds instead of storing,
+// y[r, i] += ..., so a post-norm and its residual add are one dispatch.
 
 struct Params {
   rows: u32,
   n: u32,
   eps: f32,
   weight_offset: f32,
+  accumulate: u32,  // 1: y += the normed row (a residual add); 0: y = it
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -36,6 +41,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let scale = inverseSqrt(partial[0] / f32(params.n) + params.eps);
   for (var i = lid; i < params.n; i += WG) {
-    y[base + i] = x[base + i] * scale * (w[i] + params.weight_offset);
+    let value = x[base + i] * scale * (w[i] + params.weight_offset);
+    if (params.accumulate != 0u) { y[base + i] += value; } else { y[base + i] = value; }
   }
 }

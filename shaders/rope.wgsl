@@ -84,3 +84,94 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     k[base + b] = r.y;
   }
 }
+
+// rope_store: the same rotation, after an optional per-head RMSNorm (Gemma 3's q/k norms),
+// with rotated k heads and their v heads stored straight into the KV cache (attention.wgsl's
+// layout, f32 [n_kv_heads, max_ctx, head_dim]): norms, rotation and kv_write in one dispatch.
+// Workgroup (g, t) takes head head0 + g of the list [q heads, kv heads] for token t: a q head
+// is rotated in place in q; kv head h is rotated into k_cache[h, positions[t], :] and
+// v[t, h, :] is copied to v_cache[h, positions[t], :] (positions >= max_ctx are skipped, as
+// kv_write does). With `normed`, the head is first scaled by 1 / sqrt(mean(x^2) + eps) and
+// by (norm[d] + norm_offset): dispatch q heads and kv heads apart when their norms differ.
+// Bindings: positions (0), inv_freq (1), q (2), k (3), v (4), k_cache (5), v_cache (6),
+// norm (7), params (8). Dispatch: (heads, n_tokens); head_dim <= MAX_HEAD_DIM.
+
+struct StoreParams {
+  n_tokens: u32,
+  n_heads: u32,
+  n_kv_heads: u32,
+  head_dim: u32,
+  rot_dim: u32,
+  interleaved: u32,
+  max_ctx: u32,
+  head0: u32,      // first head of this dispatch in [q heads, kv heads]
+  normed: u32,     // 1: RMSNorm each head with `norm` first
+  eps: f32,
+  norm_offset: f32,
+  _pad0: u32,
+}
+
+@group(0) @binding(3) var<storage, read> k_in: array<f32>;
+@group(0) @binding(4) var<storage, read> v_in: array<f32>;
+@group(0) @binding(5) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(6) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(7) var<storage, read> norm: array<f32>;
+@group(0) @binding(8) var<uniform> store: StoreParams;
+
+const MAX_HEAD_DIM: u32 = 512u;
+var<workgroup> head_vals: array<f32, MAX_HEAD_DIM>;
+
+#include "reduce.wgsl"
+
+// Element d of the head after the norm (scale is 1 / rms, or 1 without the norm).
+fn normed_at(d: u32, scale: f32) -> f32 {
+  if (store.normed == 0u) { return head_vals[d]; }
+  return head_vals[d] * scale * (norm[d] + store.norm_offset);
+}
+
+@compute @workgroup_size(WG)
+fn rope_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let t = wid.y;
+  let head = store.head0 + wid.x;
+  if (t >= store.n_tokens || head >= store.n_heads + store.n_kv_heads) { return; }
+  let hd = store.head_dim;
+  let is_q = head < store.n_heads;
+  let kv = head - store.n_heads;
+  var base = (t * store.n_kv_heads + kv) * hd;
+  if (is_q) { base = (t * store.n_heads + head) * hd; }
+  var squares = 0.0;
+  for (var d = lid; d < hd; d += WG) {
+    var value: f32;
+    if (is_q) { value = q[base + d]; } else { value = k_in[base + d]; }
+    head_vals[d] = value;
+    squares += value * value;
+  }
+  var scale = 1.0;
+  if (store.normed != 0u) { scale = inverseSqrt(wg_sum(lid, squares) / f32(hd) + store.eps); }
+  workgroupBarrier();
+  let pos = positions[t];
+  let half = store.rot_dim / 2u;
+  let cached = (kv * store.max_ctx + pos) * hd;
+  for (var d = lid; d < hd; d += WG) {
+    var value = normed_at(d, scale);
+    if (d < store.rot_dim) {
+      var i = d % half;
+      var a = i;
+      var b = i + half;
+      if (store.interleaved != 0u) {
+        i = d / 2u;
+        a = 2u * i;
+        b = a + 1u;
+      }
+      let r = rotate(vec2<f32>(normed_at(a, scale), normed_at(b, scale)),
+                     cos_sin(f32(pos) * inv_freq[i]));
+      value = select(r.y, r.x, d == a);
+    }
+    if (is_q) {
+      q[base + d] = value;
+    } else if (pos < store.max_ctx) {
+      k_cache[cached + d] = value;
+      v_cache[cached + d] = v_in[base + d];
+    }
+  }
+}

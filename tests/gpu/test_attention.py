@@ -105,6 +105,7 @@ CASES = {  # tokens, heads, kv heads, head dim, max ctx, first position, window,
     "prefill continuing": (11, 6, 3, 24, 80, 45, 0, 0.0, 32),
     "prefill window softcap": (21, 2, 1, 8, 40, 0, 5, 2.0, 64),
     "prefill head_dim 512": (3, 2, 1, 512, 8, 2, 0, 0.0, 128),
+    "prefill head_dim 12": (5, 4, 2, 12, 30, 7, 0, 0.0, 64),  # not whole unrolled steps
 }
 
 
@@ -204,6 +205,12 @@ PLANTED_BUGS = {
     ),
     "no rescale of old tiles": ("var o = acc[d] * rescale;", "var o = acc[d];"),
     "softcap ignored": ("if (params.softcap > 0.0) {", "if (params.softcap > 1e9) {"),
+    "score tail dropped": (
+        "for (; d < params.head_dim; d++) { dot +=",
+        "for (; d + 1u < params.head_dim; d++) { dot +=",
+    ),
+    "score unrolled reads repeat": ("k_cache[k_base + d + u]", "k_cache[k_base + d]"),
+    "value tail dropped": ("for (; i < keys; i++) {", "for (; i + 1u < keys; i++) {"),
 }
 
 
@@ -212,7 +219,7 @@ def test_planted_bugs_fail_the_comparison(kernels, bug):
     good, bad = PLANTED_BUGS[bug]
     source = shader_source("attention.wgsl")
     assert good in source, "the planted bug no longer applies: update the control"
-    q, k, v, positions = make_case(5, 4, 2, 16, 120, 95, 60)
+    q, k, v, positions = make_case(5, 4, 2, 20, 120, 95, 60)  # head_dim 20: unrolled + tail
     got = run_attention(
         kernels, q, k, v, positions, 60, softcap=3.0, wg=32, source=source.replace(good, bad)
     )

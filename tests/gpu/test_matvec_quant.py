@@ -16,7 +16,7 @@ from harness.kernels import Buffer, params, read, shader_source, write
 pytestmark = pytest.mark.browser
 
 RNG = np.random.default_rng(23)
-TOKENS_PER_TILE = 4
+TOKENS_PER_TILE = {"matmat": 4, "tiles": 8}
 LAYOUTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
 KQUANTS = ("q4_k", "q5_k", "q6_k")
 
@@ -52,8 +52,8 @@ def run(
     grid_x = grid_x or min(groups, 65535)
     row_words, plane1, plane2 = words(layout, cols)
     grid = (grid_x, -(-groups // grid_x))
-    if entry == "matmat":
-        grid += (-(-n_tokens // TOKENS_PER_TILE),)
+    if entry != "matvec":
+        grid += (-(-n_tokens // TOKENS_PER_TILE[entry]),)
     x = x.astype(np.float32)
     if y_init is None:
         y = write(2, n_tokens * y_rows)
@@ -164,6 +164,27 @@ def test_odd_rows_as_a_one_token_matmat(kernels, layout, shape):
     check(run(kernels, layout, packed, shape, x, entry="matmat"), weights, x)
 
 
+@pytest.mark.parametrize(
+    ("rows", "cols", "grid_x"),
+    [(7, 33, None), (576, 576, None), (1536, 576, None), (300, 1001, None), (129, 256, 5)],
+)
+def test_f32_matrices_match_numpy(kernel_variants, rows, cols, grid_x):
+    """Plain f32 weights at model sizes, routed as ops.matvec routes them (odd rows: matmat)."""
+    packed, weights, x = case("f32", rows, cols)
+    entry = "matvec" if cols % 4 == 0 else "matmat"
+    check(
+        run(kernel_variants, "f32", packed, (rows, cols), x, entry=entry, grid_x=grid_x), weights, x
+    )
+
+
+def test_unwritten_outputs_read_as_nan(kernels):
+    """Outputs start as NaN: rows a dispatch does not cover stay NaN, the others are written."""
+    packed, weights, x = case("f32", 80, 16)
+    y = run(kernels, "f32", packed, (32, 16), x[0], y_rows=80)[0]  # told of 32 rows only
+    assert np.isnan(y[32:]).all()
+    check(y[None, :32], weights[:32], x)
+
+
 def rmsnorm64(x, norm, eps, offset):
     x64 = x.astype(np.float64)
     return x64 / np.sqrt((x64 * x64).mean() + eps) * (norm.astype(np.float64) + offset)
@@ -215,18 +236,56 @@ def test_matvec_folds_match_numpy(kernel_variants, fold, layout, shape):
     assert (err <= bound).all(), f"max error/bound {np.nanmax(err / bound):.3g}"
 
 
+@pytest.mark.parametrize(
+    ("layout", "n_tokens", "rows_per_wg"),
+    [
+        ("q4_0", 8, 8),
+        ("q4_0", 19, 8),
+        ("q4_1", 3, 4),
+        ("q5_0", 9, 16),
+        ("q5_1", 1, 8),
+        ("q8_0", 16, 1),
+        ("q4_k", 5, 8),
+        ("q6_k", 11, 8),
+        ("f32", 7, 8),
+        ("f16", 10, 2),
+        ("bf16", 2, 8),
+    ],
+)
+def test_tiles_match_numpy(kernel_variants, layout, n_tokens, rows_per_wg):
+    """The prefill product: TILE tokens per workgroup sharing each decoded unit."""
+    rows, cols = (37, 512) if layout in KQUANTS else (45, 576 if layout.startswith("q") else 580)
+    packed, weights, x = case(layout, rows, cols, n_tokens)
+    got = run(
+        kernel_variants,
+        layout,
+        packed,
+        (rows, cols),
+        x,
+        entry="tiles",
+        n_tokens=n_tokens,
+        rows_per_wg=rows_per_wg,
+    )
+    check(got, weights, x)
+
+
 def test_rows_beyond_one_grid_row(kernel_variants):
     """Rows spill into the grid's y dimension (as vocab-sized outputs must past 65535)."""
     packed, weights, x = case("q8_0", 129, 64, 3)
     check(run(kernel_variants, "q8_0", packed, (129, 64), x[0], grid_x=5), weights, x[:1])
-    got = run(kernel_variants, "q8_0", packed, (129, 64), x, entry="matmat", n_tokens=3, grid_x=50)
-    check(got, weights, x)
+    for entry, grid_x in (("matmat", 50), ("tiles", 3)):
+        got = run(
+            kernel_variants, "q8_0", packed, (129, 64), x, entry=entry, n_tokens=3, grid_x=grid_x
+        )
+        check(got, weights, x)
 
 
-@pytest.mark.parametrize(("layout", "entry"), [("q4_k", "matvec"), ("f16", "matmat")])
+@pytest.mark.parametrize(
+    ("layout", "entry"), [("q4_k", "matvec"), ("f16", "matmat"), ("q4_0", "tiles")]
+)
 def test_weight_split_in_two_parts(kernel_variants, layout, entry):
     """Each part is bound alone with its row0; together they write every row exactly once."""
-    rows, cols, split, n_tokens = 21, 256, 13, 3 if entry == "matmat" else 1
+    rows, cols, split, n_tokens = 21, 256, 13, 1 if entry == "matvec" else 11
     packed, weights, x = case(layout, rows, cols, n_tokens)
     row_bytes = packed.size // rows
     parts = [(0, packed[: split * row_bytes]), (split, packed[split * row_bytes :])]
@@ -238,7 +297,7 @@ def test_weight_split_in_two_parts(kernel_variants, layout, entry):
             layout,
             part,
             (part_rows, cols),
-            x if entry == "matmat" else x[0],
+            x[0] if entry == "matvec" else x,
             entry=entry,
             n_tokens=n_tokens,
             row0=row0,
@@ -348,6 +407,18 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
         "sum_squares / f32(params.cols - 4u) + params.eps",
     ),
     "accumulate overwrites": ("matvec_quant.wgsl", "q4_0", "y[i] += value;", "y[i] = value;"),
+    "tile token stride": (
+        "matvec_quant.wgsl",
+        "q4_0",
+        "xk = xv[(t0 + t) * x_row + v];",
+        "xk = xv[(t0 + t) * (x_row - 1u) + v];",
+    ),
+    "tile's last token dropped": (
+        "matvec_quant.wgsl",
+        "q8_0",
+        "min(TILE, params.n_tokens - min(t0, params.n_tokens))",
+        "min(TILE - 1u, params.n_tokens - min(t0, params.n_tokens))",
+    ),
     "fallback lanes split wrongly": (
         "matvec_quant.wgsl",
         "q8_0",
@@ -358,6 +429,7 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
 FALLBACK_ONLY = {"fallback lanes split wrongly"}
 SUBGROUPS_ONLY = {"subgroup last rows unclaimed", "group's last row dropped"}
 MATMAT_ONLY = {"row tail dropped", "matmat token stride"}
+TILES_ONLY = {"tile token stride", "tile's last token dropped"}
 FOLD_BUGS = {"norm scale ignores eps": MODE_NORM, "accumulate overwrites": MODE_ACCUMULATE}
 
 
@@ -366,6 +438,13 @@ def test_planted_bugs_fail_the_comparison(kernels, kernels_without_subgroups, bu
     file, layout, good, bad = PLANTED_BUGS[bug]
     if bug in FALLBACK_ONLY:
         kernels = kernels_without_subgroups
+    if bug in TILES_ONLY:
+        packed, weights, x = case(layout, 13, 512, n_tokens=11)
+        source = shader_source("matvec_quant.wgsl").replace(good, bad)
+        got = run(kernels, layout, packed, (13, 512), x, entry="tiles", n_tokens=11, source=source)
+        with pytest.raises(AssertionError):
+            check(got, weights, x)
+        return
     kernel, dequant = shader_source("matvec_quant.wgsl"), shader_source("dequant.wgsl")
     assert good in (dequant if file == "dequant.wgsl" else kernel), "update the control"
     if file == "dequant.wgsl":

@@ -143,3 +143,110 @@ def test_planted_bugs_fail_the_comparison(kernels, bug):
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(got_q, rope_ref(q, positions, freqs, 16, True), atol=2e-5)
         np.testing.assert_allclose(got_k, rope_ref(k, positions, freqs, 16, True), atol=2e-5)
+
+
+def head_norm64(x, w, eps, offset):
+    """Per-head RMSNorm (Gemma 3's q/k norms) in float64: x (tokens, heads, dim)."""
+    x64 = x.astype(np.float64)
+    rms = np.sqrt((x64 * x64).mean(axis=-1, keepdims=True) + eps)
+    return x64 / rms * (w.astype(np.float64) + offset)
+
+
+def run_rope_store(
+    kernels, q, k, v, positions, freqs, rot_dim, interleaved, max_ctx, norms=None, source=None
+):
+    """rope_store as ops.rope_store dispatches it; returns (q, k_cache, v_cache), the caches
+    NaN wherever nothing was stored."""
+    n_tokens, n_heads, head_dim = q.shape
+    n_kv = k.shape[1]
+    q_out = q.reshape(-1)
+    caches = [np.full(n_kv * max_ctx * head_dim, np.nan, np.float32) for _ in range(2)]
+    spans = [(0, n_heads + n_kv, None)]
+    if norms is not None:
+        spans = [(0, n_heads, norms[0]), (n_heads, n_kv, norms[1])]
+    for head0, count, norm in spans:
+        shape = (n_tokens, n_heads, n_kv, head_dim, rot_dim, int(interleaved), max_ctx, head0)
+        q_out, *caches = kernels.run(
+            "rope",
+            [
+                read(0, positions.astype(np.uint32)),
+                read(1, freqs.astype(np.float32)),
+                inout(2, q_out),
+                read(3, k.reshape(-1)),
+                read(4, v.reshape(-1)),
+                inout(5, caches[0]),
+                inout(6, caches[1]),
+                read(7, freqs.astype(np.float32) if norm is None else norm),
+                params(8, "IIIIIIIIIff", *shape, int(norm is not None), 1e-6, 1.0),
+            ],
+            (count, n_tokens),
+            entry="rope_store",
+            source=source,
+        )
+    return (q_out.reshape(q.shape), *(c.reshape(n_kv, max_ctx, head_dim) for c in caches))
+
+
+def rope_store_case(tokens, heads, kv, dim, normed):
+    q, k, positions, freqs = case(tokens, heads, kv, dim, dim)
+    positions = np.arange(tokens) * 3 + 2  # distinct cache rows
+    positions[-1] = 10_000  # past max_ctx: not stored
+    v = RNG.standard_normal(k.shape).astype(np.float32)
+    norms = tuple(RNG.standard_normal(dim).astype(np.float32) for _ in range(2)) if normed else None
+    return q, k, v, positions, freqs, norms
+
+
+def check_rope_store(got, q, k, v, positions, freqs, rot, interleaved, max_ctx, norms):
+    got_q, k_cache, v_cache = got
+    if norms is not None:
+        q, k = head_norm64(q, norms[0], 1e-6, 1.0), head_norm64(k, norms[1], 1e-6, 1.0)
+    np.testing.assert_allclose(got_q, rope_ref(q, positions, freqs, rot, interleaved), atol=5e-5)
+    want_k = rope_ref(k, positions, freqs, rot, interleaved)
+    stored = positions < max_ctx
+    for t in np.flatnonzero(stored):
+        np.testing.assert_allclose(k_cache[:, positions[t]], want_k[t], atol=5e-5)
+        np.testing.assert_array_equal(v_cache[:, positions[t]], v[t])
+    others = np.setdiff1d(np.arange(max_ctx), positions[stored])
+    assert np.isnan(k_cache[:, others]).all() and np.isnan(v_cache[:, others]).all()
+
+
+STORE_SHAPES = [  # (tokens, heads, kv heads, head dim, interleaved, per-head norms)
+    (1, 9, 3, 64, False, False),
+    (3, 4, 1, 256, False, True),
+    (4, 3, 3, 10, True, False),
+    (2, 4, 2, 12, True, True),
+]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("tokens", "heads", "kv", "dim", "interleaved", "normed"), STORE_SHAPES)
+def test_rope_store_matches_numpy(kernels, tokens, heads, kv, dim, interleaved, normed):
+    """Norms, RoPE and the KV cache write in one kernel: q in place, k and v in the cache."""
+    q, k, v, positions, freqs, norms = rope_store_case(tokens, heads, kv, dim, normed)
+    got = run_rope_store(kernels, q, k, v, positions, freqs, dim, interleaved, 40, norms)
+    check_rope_store(got, q, k, v, positions, freqs, dim, interleaved, 40, norms)
+
+
+STORE_BUGS = {
+    "norm offset ignored": ("(norm[d] + store.norm_offset)", "norm[d]"),
+    "rotation partner": ("value = select(r.y, r.x, d == a);", "value = select(r.x, r.y, d == a);"),
+    "v shifted": (
+        "v_cache[cached + d] = v_in[base + d];",
+        "v_cache[cached + d] = v_in[base + d + 1u];",
+    ),
+    "cache bound ignored": ("} else if (pos < store.max_ctx) {", "} else if (pos < 1000000u) {"),
+}
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("bug", sorted(STORE_BUGS))
+def test_rope_store_planted_bugs_fail(kernels, bug):
+    good, bad = STORE_BUGS[bug]
+    source = shader_source("rope.wgsl")
+    assert good in source, "the planted bug no longer applies: update the control"
+    q, k, v, positions, freqs, norms = rope_store_case(3, 4, 2, 16, True)
+    positions[-1] = 39 + 40 * (bug == "cache bound ignored")  # 79: kv head 1 of row 39
+    got = run_rope_store(
+        kernels, q, k, v, positions, freqs, 16, True, 40, norms, source.replace(good, bad)
+    )
+    with pytest.raises(AssertionError):
+        check_rope_store(got, q, k, v, positions, freqs, 16, True, 40, norms)

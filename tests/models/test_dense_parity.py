@@ -32,6 +32,18 @@ def test_logits_match_transformers(app, model_server, tiny_models, name):
     assert error < RTOL
 
 
+LONG_PROMPT = [(37 * i + 11) % VOCAB for i in range(41)]  # a full prefill pass, then decode
+
+
+@pytest.mark.parametrize("name", ["gemma3", "qwen2"])
+def test_long_prompt_logits_match_transformers(app, model_server, tiny_models, name):
+    """Prompts longer than one prefill pass run the tiled products and prefill attention."""
+    ours = browser_logits(app, f"{model_server}{name}/manifest.json", LONG_PROMPT)
+    error = max_relative_error(ours, reference_logits(tiny_models[name], LONG_PROMPT))
+    print(f"{name}, {len(LONG_PROMPT)} tokens: max relative logit error {error:.2e}")
+    assert error < RTOL
+
+
 @pytest.mark.parametrize("name", DENSE)
 def test_greedy_continuation_matches_transformers(app, model_server, tiny_models, name):
     result = run_async(

@@ -23,7 +23,7 @@ def test_dist_has_everything_the_worker_loads(site_dir):
     with zipfile.ZipFile(site_dir / "wheels" / install[0]) as wheel:
         assert not any(name.endswith(".c") for name in wheel.namelist())  # pure MarkupSafe
     shaders = json.loads((site_dir / "shaders" / "bundle.json").read_text())
-    assert {"rmsnorm.wgsl", "matvec.wgsl"} <= shaders.keys()
+    assert {"rmsnorm.wgsl", "matvec_quant.wgsl"} <= shaders.keys()
 
 
 def test_only_relative_urls(site_dir):

@@ -21,6 +21,7 @@ MAX_GRID = 65535
 # matvec rows per 64-invocation workgroup: the subgroup variant has each subgroup sum 4 rows at
 # once (x loaded once for them), so 8 rows keep both subgroups of a 32-wide device busy.
 MATVEC_ROWS_PER_WG = {"subgroups": 8, "fallback": 8}
+MATMAT_TOKENS = {"matvec": 1, "tiles": 8, "matmat": 4}  # tokens per workgroup (TILE, TOKENS)
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,21 @@ def embed(
 
 
 def rmsnorm(
-    plan: Plan, x: JsProxy, weight: Weight, y: JsProxy, rows: int, eps: float, offset: float
+    plan: Plan,
+    x: JsProxy,
+    weight: Weight,
+    y: JsProxy,
+    rows: int,
+    eps: float,
+    offset: float,
+    accumulate: bool = False,
 ) -> None:
+    """``y = rmsnorm(x)`` per row, or ``y += rmsnorm(x)`` (a post-norm and its residual)."""
     (part,) = weight.parts
     plan.add(
         PipelineKey("rmsnorm"),
         [Binding(0, x), Binding(1, part.buffer), Binding(2, y)],
-        pack("IIff", rows, weight.row_len, eps, offset),
+        pack("IIffI", rows, weight.row_len, eps, offset, int(accumulate)),
         (rows,),
     )
 
@@ -189,23 +198,24 @@ MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM = 1, 2, 4, 8
 def matvec(
     plan: Plan, weight: Weight, x: JsProxy, y: JsProxy, n_tokens: int, fold: Fold | None = None
 ) -> None:
-    """``y = W x`` for one token (or ``matmat`` for several), one dispatch per weight part.
-    ``fold`` (one token only) folds a norm, a residual add or a gated activation into it;
-    rows whose length is not a multiple of 4 take ``matmat`` (the vec4 kernel cannot)."""
+    """``y = W x`` for one token (or ``tiles`` of TILE tokens for several), one dispatch per
+    weight part. ``fold`` (one token only) folds a norm, a residual add or a gated activation
+    into it; rows whose length is not a multiple of 4 take ``matmat`` (vec4 loads cannot)."""
     fold = fold or Fold()
     if fold.mode() and (n_tokens != 1 or weight.row_len % 4):
         raise ValueError(f"{weight.name}: folds need one token and rows of a multiple of 4")
     row_words, plane1, plane2 = layout_words(weight.layout, weight.row_len)
-    vector = n_tokens == 1 and weight.row_len % 4 == 0
+    vector = weight.row_len % 4 == 0
     rows_per_wg = MATVEC_ROWS_PER_WG["subgroups" if "subgroups" in plan.features else "fallback"]
+    entry = ("matvec" if n_tokens == 1 else "tiles") if vector else "matmat"
     key = PipelineKey(
         "matvec_quant",
-        entry="matvec" if vector else "matmat",
+        entry=entry,
         flags=frozenset({layout_flag(weight.layout)}),
         constants=(("ROWS_PER_WG", rows_per_wg),) if vector else (),
     )
     extra = []
-    if vector:
+    if entry == "matvec":
         norm = fold.norm.parts[0].buffer if fold.norm else x
         extra = [Binding(4, norm), Binding(5, fold.gate if fold.gate is not None else x)]
     for part in weight.parts:
@@ -225,7 +235,7 @@ def matvec(
             fold.eps,
             fold.offset,
         )
-        groups = (gx, gy) if vector else (gx, gy, ceil_div(n_tokens, 4))
+        groups = (gx, gy, ceil_div(n_tokens, MATMAT_TOKENS[entry]))
         bindings = [Binding(0, part.buffer), Binding(1, x), Binding(2, y), *extra]
         plan.add(key, bindings, params, groups, params_binding=3)
 
@@ -280,6 +290,59 @@ def kv_write(
         shape.params(),
         (groups, shape.n_tokens),
     )
+
+
+def rope_store(
+    plan: Plan,
+    positions: JsProxy,
+    inv_freq: JsProxy,
+    qkv: tuple[JsProxy, JsProxy, JsProxy],
+    caches: tuple[JsProxy, JsProxy],
+    shape: AttentionShape,
+    rope: tuple[int, bool],
+    norms: tuple[Weight, Weight, float, float] | None = None,
+) -> None:
+    """RoPE on q in place and on k into the cache, v copied into the cache (rope.wgsl's
+    rope_store); ``rope`` = (rot_dim, interleaved); ``norms`` = (q norm, k norm, eps,
+    offset) RMSNorms each head first (one dispatch for q heads, one for kv heads)."""
+    q, k, v = qkv
+    heads = shape.n_heads + shape.n_kv_heads
+    spans = [(0, heads, None)]
+    if norms is not None:
+        spans = [(0, shape.n_heads, norms[0]), (shape.n_heads, shape.n_kv_heads, norms[1])]
+    eps, offset = (norms[2], norms[3]) if norms is not None else (0.0, 0.0)
+    for head0, count, norm in spans:
+        params = pack(
+            "IIIIIIIIIff",
+            shape.n_tokens,
+            shape.n_heads,
+            shape.n_kv_heads,
+            shape.head_dim,
+            rope[0],
+            int(rope[1]),
+            shape.max_ctx,
+            head0,
+            int(norm is not None),
+            eps,
+            offset,
+        )
+        bindings = [
+            Binding(0, positions),
+            Binding(1, inv_freq),
+            Binding(2, q),
+            Binding(3, k),
+            Binding(4, v),
+            Binding(5, caches[0]),
+            Binding(6, caches[1]),
+            Binding(7, norm.parts[0].buffer if norm is not None else inv_freq),
+        ]
+        plan.add(
+            PipelineKey("rope", entry="rope_store"),
+            bindings,
+            params,
+            (count, shape.n_tokens),
+            params_binding=8,
+        )
 
 
 def attention(

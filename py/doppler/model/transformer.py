@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from doppler.errors import BadRequest, DopplerError
@@ -39,7 +39,7 @@ from doppler.moe.pager import ExpertPager, build_pager
 RUNNABLE_ARCHS = ("llama", "qwen2", "gemma3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 PLAN_RESERVE_BYTES = 2 << 20  # of gpuBudgetBytes kept from the expert arenas for plan uniforms
 RING = 64  # sampled-token ring slots; more than the passes ever in flight
-PREFILL_TOKENS = 8  # tokens per prefill pass
+PREFILL_TOKENS = 32  # tokens per prefill pass (4 tiles of the matvec kernel's 8)
 SPLIT_LEN = 64  # decode attention: keys per split-K workgroup
 
 
@@ -373,38 +373,71 @@ def _build(
     shared: Shared,
     ctx: int,
 ) -> None:
-    eps, offset, n = cfg.norm.eps, cfg.norm.weight_offset, a.n
+    n, folds = a.n, _folds(cfg, a.n)
+    direct = folds and not cfg.norm.post_norms  # projections add themselves into x
     ops.embed(plan, w["embed.weight"], a.ids, a.x, cfg.embedding_scale, n)
     for layer in range(cfg.num_layers):
         p = f"layers.{layer}."
-        ops.rmsnorm(plan, a.x, w[p + "attn_norm.weight"], a.xn, n, eps, offset)
-        _attention(plan, cfg, w, a, shared, layer, ctx)
-        _residual(plan, cfg, w, a, p + "post_attn_norm.weight")
-        ops.rmsnorm(plan, a.x, w[p + "ffn_norm.weight"], a.xn, n, eps, offset)
-        if cfg.moe is not None and cfg.moe.is_moe_layer(layer):
+        normed = _normed(plan, cfg, w, a, p + "attn_norm.weight", folds)
+        _attention(plan, cfg, w, a, shared, layer, ctx, normed, direct)
+        _residual(plan, cfg, w, a, p + "post_attn_norm.weight", direct)
+        moe = cfg.moe is not None and cfg.moe.is_moe_layer(layer)
+        normed = _normed(plan, cfg, w, a, p + "ffn_norm.weight", folds and not moe)
+        if moe:
             assert a.moe is not None and shared.experts is not None
             moe_ffn(plan, cfg, w, a.xn, a.tmp, n, layer, a.moe, shared.experts)
         else:
-            _ffn(plan, cfg, w, a, p + "ffn.")
-        _residual(plan, cfg, w, a, p + "post_ffn_norm.weight")
-    ops.rmsnorm(plan, a.x, w["output_norm.weight"], a.xn, n, eps, offset)
+            _ffn(plan, cfg, w, a, p + "ffn.", normed, direct)
+        _residual(plan, cfg, w, a, p + "post_ffn_norm.weight", direct and not moe)
+    x, fold = _normed(plan, cfg, w, a, "output_norm.weight", folds)
     head = w["embed.weight"] if cfg.tie_embeddings else w["lm_head.weight"]
-    ops.matvec(plan, head, a.xn, a.logits, n)
+    ops.matvec(plan, head, x, a.logits, n, fold)
 
 
-def _residual(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], a: Activations, norm: str) -> None:
-    """x += block output (through the post-norm where the model has one, e.g. Gemma)."""
-    size = a.n * cfg.hidden_size
+def _folds(cfg: ArchConfig, n: int) -> bool:
+    """Decode passes fold norms, residual adds and activations into the matvecs (whose vec4
+    loads need every projection's input length to be a multiple of 4)."""
+    inputs = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads * cfg.head_dim)
+    return n == 1 and all(size % 4 == 0 for size in inputs)
+
+
+def _normed(
+    plan: Plan, cfg: ArchConfig, w: dict[str, Weight], a: Activations, norm: str, fold: bool
+) -> tuple[JsProxy, ops.Fold]:
+    """The projections' input after RMSNorm ``norm``: x with the norm folded into each
+    projection, or xn from one rmsnorm dispatch."""
+    eps, offset = cfg.norm.eps, cfg.norm.weight_offset
+    if fold:
+        return a.x, ops.Fold(norm=w[norm], eps=eps, offset=offset)
+    ops.rmsnorm(plan, a.x, w[norm], a.xn, a.n, eps, offset)
+    return a.xn, ops.Fold()
+
+
+def _residual(
+    plan: Plan, cfg: ArchConfig, w: dict[str, Weight], a: Activations, norm: str, direct: bool
+) -> None:
+    """x += block output (through the post-norm where the model has one, e.g. Gemma), unless
+    the block's last projection added itself into x (``direct``)."""
+    if direct:
+        return
     if cfg.norm.post_norms:
-        ops.rmsnorm(plan, a.tmp, w[norm], a.tmp2, a.n, cfg.norm.eps, cfg.norm.weight_offset)
-        ops.add(plan, a.tmp2, a.x, size)
+        eps, offset = cfg.norm.eps, cfg.norm.weight_offset
+        ops.rmsnorm(plan, a.tmp, w[norm], a.x, a.n, eps, offset, accumulate=True)
     else:
-        ops.add(plan, a.tmp, a.x, size)
+        ops.add(plan, a.tmp, a.x, a.n * cfg.hidden_size)
 
 
-def _project(plan: Plan, w: dict[str, Weight], name: str, x: JsProxy, y: JsProxy, n: int) -> None:
+def _project(
+    plan: Plan,
+    w: dict[str, Weight],
+    name: str,
+    x: JsProxy,
+    y: JsProxy,
+    n: int,
+    fold: ops.Fold | None = None,
+) -> None:
     weight = w[name + ".weight"]
-    ops.matvec(plan, weight, x, y, n)
+    ops.matvec(plan, weight, x, y, n, fold)
     bias = w.get(name + ".bias")
     if bias is not None:
         ops.add(plan, bias.parts[0].buffer, y, n * weight.rows, period=bias.row_len)
@@ -418,23 +451,18 @@ def _attention(
     shared: Shared,
     layer: int,
     ctx: int,
+    normed: tuple[JsProxy, ops.Fold],
+    direct: bool,
 ) -> None:
+    """Attention of the normed input ``normed`` (see :func:`_normed`) into tmp, or added
+    into x by the output projection where ``direct``."""
     p = f"layers.{layer}.attn."
-    n, d = a.n, cfg.head_dim
-    _project(plan, w, p + "q", a.xn, a.q, n)
-    _project(plan, w, p + "k", a.xn, a.k, n)
-    _project(plan, w, p + "v", a.xn, a.v, n)
-    q, k = a.q, a.k
-    if cfg.qk_norm != "none":  # per head (Gemma 3, Qwen3) or over the whole projection (OLMoE)
-        eps, offset = cfg.norm.eps, cfg.norm.weight_offset
-        heads = (cfg.num_heads, cfg.num_kv_heads) if cfg.qk_norm == "head" else (1, 1)
-        ops.rmsnorm(plan, a.q, w[p + "q_norm.weight"], a.qn, n * heads[0], eps, offset)
-        ops.rmsnorm(plan, a.k, w[p + "k_norm.weight"], a.kn, n * heads[1], eps, offset)
-        q, k = a.qn, a.kn
+    n, d, (x, fold) = a.n, cfg.head_dim, normed
+    _project(plan, w, p + "q", x, a.q, n, fold)
+    _project(plan, w, p + "k", x, a.k, n, fold)
+    _project(plan, w, p + "v", x, a.v, n, fold)
     sliding = cfg.layer_types[layer] == "sliding"
     freqs = shared.inv_freq["sliding" if sliding else "full"]
-    rope_shape = (n, cfg.num_heads, cfg.num_kv_heads, d, cfg.rope.dim)
-    ops.rope(plan, a.positions, freqs, q, k, rope_shape, cfg.rope.style == "interleaved")
     shape = ops.AttentionShape(
         n_tokens=n,
         n_heads=cfg.num_heads,
@@ -447,14 +475,44 @@ def _attention(
         split_len=SPLIT_LEN if a.partials else 0,
         n_splits=_n_splits(n, ctx),
     )
-    ops.kv_write(plan, k, a.v, a.positions, shared.kv[layer], shape)
+    interleaved = cfg.rope.style == "interleaved"
+    eps, offset = cfg.norm.eps, cfg.norm.weight_offset
+    q = a.q
+    if cfg.qk_norm in ("none", "head"):  # per-head norms, RoPE and the cache write in one
+        norms = None
+        if cfg.qk_norm == "head":
+            norms = (w[p + "q_norm.weight"], w[p + "k_norm.weight"], eps, offset)
+        qkv, rope = (a.q, a.k, a.v), (cfg.rope.dim, interleaved)
+        ops.rope_store(plan, a.positions, freqs, qkv, shared.kv[layer], shape, rope, norms)
+    else:  # a norm over the whole projection (OLMoE)
+        ops.rmsnorm(plan, a.q, w[p + "q_norm.weight"], a.qn, n, eps, offset)
+        ops.rmsnorm(plan, a.k, w[p + "k_norm.weight"], a.kn, n, eps, offset)
+        q = a.qn
+        rope_shape = (n, cfg.num_heads, cfg.num_kv_heads, d, cfg.rope.dim)
+        ops.rope(plan, a.positions, freqs, a.qn, a.kn, rope_shape, interleaved)
+        ops.kv_write(plan, a.kn, a.v, a.positions, shared.kv[layer], shape)
     ops.attention(plan, q, shared.kv[layer], a.positions, a.attn, shape, a.partials)
-    _project(plan, w, p + "o", a.attn, a.tmp, n)
+    _project(plan, w, p + "o", a.attn, a.x if direct else a.tmp, n, ops.Fold(accumulate=direct))
 
 
-def _ffn(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], a: Activations, p: str) -> None:
-    n = a.n
-    ops.matvec(plan, w[p + "gate.weight"], a.xn, a.gate, n)
-    ops.matvec(plan, w[p + "up.weight"], a.xn, a.up, n)
-    ops.gated(plan, a.gate, a.up, a.act, n * cfg.intermediate_size, cfg.activation)
-    ops.matvec(plan, w[p + "down.weight"], a.act, a.tmp, n)
+def _ffn(
+    plan: Plan,
+    cfg: ArchConfig,
+    w: dict[str, Weight],
+    a: Activations,
+    p: str,
+    normed: tuple[JsProxy, ops.Fold],
+    direct: bool,
+) -> None:
+    """The gated feed-forward block of ``normed`` into tmp, or added into x where ``direct``;
+    decode folds the activation into the up projection."""
+    n, (x, fold) = a.n, normed
+    ops.matvec(plan, w[p + "gate.weight"], x, a.gate, n, fold)
+    if _folds(cfg, n):
+        gated = replace(fold, gate=a.gate, activation=cfg.activation)
+        ops.matvec(plan, w[p + "up.weight"], x, a.act, n, gated)
+    else:
+        ops.matvec(plan, w[p + "up.weight"], x, a.up, n, fold)
+        ops.gated(plan, a.gate, a.up, a.act, n * cfg.intermediate_size, cfg.activation)
+    out = a.x if direct else a.tmp
+    ops.matvec(plan, w[p + "down.weight"], a.act, out, n, ops.Fold(accumulate=direct))
