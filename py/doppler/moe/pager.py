@@ -254,6 +254,11 @@ async def build_pager(
         raise BadRequest(f"unknown pagingPolicy {policy!r} (choose from {POLICIES})")
     slot = catalog.geometry.slot_bytes
     per_binding = binding_limit // slot
+    if per_binding < catalog.top_k:
+        raise CacheTooSmall(
+            f"a token needs {catalog.top_k} experts of {slot / 2**20:.1f} MiB in one binding,"
+            f" but this GPU binds at most {binding_limit / 2**20:.0f} MiB"
+        )
     layer_slots = catalog.num_experts
     usage = js.GPUBufferUsage.STORAGE | js.GPUBufferUsage.COPY_DST
     moe_layers = catalog.layers
@@ -267,7 +272,7 @@ async def build_pager(
         sizes = [len(group) * layer_slots for group in groups]
     else:
         total_slots = min(available // slot, len(catalog.sources))
-        count = max(1, -(-total_slots // max(per_binding, 1)))
+        count = min(len(moe_layers), max(1, -(-total_slots // per_binding)))
         groups = [moe_layers[i::count] for i in range(count)]
         sizes = [min(per_binding, total_slots // count)] * count
         top_k = catalog.top_k
