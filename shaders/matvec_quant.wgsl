@@ -20,13 +20,13 @@ diagnostic(off, subgroup_uniformity);
 //                    sums x^2 itself, so the separate RMSNorm dispatch goes;
 //   MODE_ACCUMULATE: y[i] += product (a residual add);
 //   MODE_GATED:      y[i] = act(gate[i]) * product, act = SiLU or (MODE_GELU) GELU-tanh.
-// With subgroups, each subgroup claims GROUP rows of its workgroup's ROWS_PER_WG at a time
-// and all its lanes stride over those rows' units, so x is loaded once per GROUP rows; the
-// sums of the GROUP rows are one vec4 subgroupAdd. Without subgroups, WG / ROWS_PER_WG
-// invocations per row and a tree in workgroup memory.
-// tiles: matmat of the matvec kernel's shape (vec4 x, cols a multiple of 4, ROWS_PER_WG rows
-// per workgroup) for a tile of TILE tokens per workgroup: each unit of weights is decoded
-// once for the tile's tokens, and each x load serves the subgroup's GROUP rows.
+// With subgroups, the whole workgroup works on GROUP rows at a time (x is loaded once per
+// GROUP rows; their sums are one vec4). Without subgroups, WG / ROWS_PER_WG invocations per
+// row and a tree in workgroup memory.
+// tiles: matmat with vec4 x (cols a multiple of 4), ROWS_PER_WG rows per workgroup, for a
+// tile of TILE tokens per workgroup: each unit of weights is decoded once for the tile's
+// tokens and each x load serves GROUP rows; with subgroups, each subgroup claims GROUP rows
+// at a time and sums them with subgroupAdd.
 // matmat: any row length (scalar x): one workgroup per (row, tile of TOKENS tokens); each
 // decoded chunk is used for all TOKENS tokens of the tile.
 // Dispatch: matvec (grid_x, ceil(ceil(rows / ROWS_PER_WG) / grid_x)), grid_x =
@@ -149,10 +149,14 @@ fn store(r: u32, value: f32) {
 }
 
 #if HAS_SUBGROUPS
-// Rows are claimed from a counter (so neither the subgroup size nor how invocations map to
-// subgroups matters) and summed with subgroupAdd: no workgroup barriers.
+// tiles: rows are claimed from this counter. matvec: it numbers the invocations 0 .. WG - 1
+// so that each subgroup's lanes are consecutive, whatever the subgroup size and layout.
 var<workgroup> next_row: atomic<u32>;
+var<workgroup> partials: array<vec4<f32>, WG>;
 
+// The whole workgroup strides over the units of each GROUP of its ROWS_PER_WG rows (split-K,
+// so long rows and few rows still fill the GPU); each invocation leaves its GROUP sums in
+// `partials` and the subgroup holding invocation 0 adds them up with subgroupAdd.
 @compute @workgroup_size(WG)
 fn matvec(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -162,21 +166,29 @@ fn matvec(
 ) {
   if (lid == 0u) { atomicStore(&next_row, 0u); }
   workgroupBarrier();
+  let count = subgroupAdd(1u);
+  var base = 0u;
+  if (subgroupElect()) { base = atomicAdd(&next_row, count); }
+  base = subgroupBroadcastFirst(base);
+  let index = base + subgroupExclusiveAdd(1u);
   var squares = 0.0;
   if (has(MODE_NORM)) { squares = subgroupAdd(x_squares(lane, lanes)); }
   let scale = norm_scale(squares);
   let first = (wid.y * params.grid_x + wid.x) * ROWS_PER_WG;
   let end = min(first + ROWS_PER_WG, params.rows);
-  loop {
-    var claimed = 0u;
-    if (subgroupElect()) { claimed = atomicAdd(&next_row, GROUP); }
-    let r0 = first + subgroupBroadcastFirst(claimed);
-    if (r0 >= end) { break; }
+  for (var r0 = first; r0 < end; r0 += GROUP) {
     let n = min(GROUP, end - r0);
-    let total = subgroupAdd(rows_dot(r0, n, lane, lanes)) * scale;
-    if (lane == 0u) {
-      for (var j = 0u; j < n; j++) { store(r0 + j, total[j]); }
+    partials[index] = rows_dot(r0, n, index, WG);
+    workgroupBarrier();
+    if (base == 0u) {
+      var total = vec4<f32>();
+      for (var i = index; i < WG; i += count) { total += partials[i]; }
+      total = subgroupAdd(total) * scale;
+      if (index == 0u) {
+        for (var j = 0u; j < n; j++) { store(r0 + j, total[j]); }
+      }
     }
+    workgroupBarrier();
   }
 }
 #else

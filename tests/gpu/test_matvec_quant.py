@@ -127,7 +127,7 @@ def test_matvec_matches_numpy(kernel_variants, layout, shape):
 
 @pytest.mark.parametrize(
     ("layout", "rows_per_wg", "wg"),
-    [("q4_1", 1, 64), ("q6_k", 4, 32), ("f16", 64, 64), ("q5_0", 16, 128)],
+    [("q4_1", 1, 64), ("q6_k", 4, 32), ("f16", 64, 64), ("q5_0", 16, 128), ("q4_0", 4, 256)],
 )
 def test_matvec_rows_per_workgroup(kernel_variants, layout, rows_per_wg, wg):
     """Any power-of-two split of the workgroup between rows gives the same product."""
@@ -407,6 +407,18 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
         "sum_squares / f32(params.cols - 4u) + params.eps",
     ),
     "accumulate overwrites": ("matvec_quant.wgsl", "q4_0", "y[i] += value;", "y[i] = value;"),
+    "workgroup partials half summed": (
+        "matvec_quant.wgsl",
+        "q4_0",
+        "for (var i = index; i < WG; i += count)",
+        "for (var i = index; i < WG / 2u; i += count)",
+    ),
+    "invocations numbered twice": (
+        "matvec_quant.wgsl",
+        "q4_k",
+        "let index = base + subgroupExclusiveAdd(1u);",
+        "let index = base + subgroupExclusiveAdd(1u) / 2u;",
+    ),
     "tile token stride": (
         "matvec_quant.wgsl",
         "q4_0",
@@ -427,9 +439,8 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
     ),
 }
 FALLBACK_ONLY = {"fallback lanes split wrongly"}
-SUBGROUPS_ONLY = {"subgroup last rows unclaimed", "group's last row dropped"}
 MATMAT_ONLY = {"row tail dropped", "matmat token stride"}
-TILES_ONLY = {"tile token stride", "tile's last token dropped"}
+TILES_ONLY = {"tile token stride", "tile's last token dropped", "subgroup last rows unclaimed"}
 FOLD_BUGS = {"norm scale ignores eps": MODE_NORM, "accumulate overwrites": MODE_ACCUMULATE}
 
 
@@ -462,7 +473,7 @@ def test_planted_bugs_fail_the_comparison(kernels, kernels_without_subgroups, bu
     shape = (7, 512) if layout in KQUANTS else (7, 77 if layout == "f16" else 96)
     n_tokens = 3 if matmat else 1
     if not matmat:
-        shape = (13, 512)  # more units than lanes, more rows than one workgroup's
+        shape = (13, 1024)  # more units than a workgroup, more rows than one workgroup's
     packed, weights, x = case(layout, *shape, n_tokens=n_tokens)
     got = run(
         kernels,

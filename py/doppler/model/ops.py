@@ -18,9 +18,11 @@ from doppler.jsffi import JsProxy
 from doppler.model.weights import Weight
 
 MAX_GRID = 65535
-# matvec rows per 64-invocation workgroup: the subgroup variant has each subgroup sum 4 rows at
-# once (x loaded once for them), so 8 rows keep both subgroups of a 32-wide device busy.
-MATVEC_ROWS_PER_WG = {"subgroups": 8, "fallback": 8}
+# matvec rows per workgroup: with subgroups the whole workgroup sums 4 rows (one x load per
+# unit for them; workgroups of 64, or 256 for rows longer than 2048); without, 8 rows of 8
+# invocations in 64. tiles: 8 rows, two subgroups of 4 on a 32-wide device.
+MATVEC_ROWS_PER_WG = {"subgroups": 4, "fallback": 8}
+TILES_ROWS_PER_WG = 8
 MATMAT_TOKENS = {"matvec": 1, "tiles": 8, "matmat": 4}  # tokens per workgroup (TILE, TOKENS)
 
 
@@ -206,13 +208,20 @@ def matvec(
         raise ValueError(f"{weight.name}: folds need one token and rows of a multiple of 4")
     row_words, plane1, plane2 = layout_words(weight.layout, weight.row_len)
     vector = weight.row_len % 4 == 0
-    rows_per_wg = MATVEC_ROWS_PER_WG["subgroups" if "subgroups" in plan.features else "fallback"]
     entry = ("matvec" if n_tokens == 1 else "tiles") if vector else "matmat"
+    subgroups = "subgroups" in plan.features
+    rows_per_wg = MATVEC_ROWS_PER_WG["subgroups" if subgroups else "fallback"]
+    constants: tuple[tuple[str, int], ...] = (("ROWS_PER_WG", rows_per_wg),)
+    if entry == "matvec" and subgroups and weight.row_len > 2048:
+        constants += (("WG", 256),)
+    if entry == "tiles":
+        rows_per_wg = TILES_ROWS_PER_WG
+        constants = (("ROWS_PER_WG", rows_per_wg),)
     key = PipelineKey(
         "matvec_quant",
         entry=entry,
         flags=frozenset({layout_flag(weight.layout)}),
-        constants=(("ROWS_PER_WG", rows_per_wg),) if vector else (),
+        constants=constants if vector else (),
     )
     extra = []
     if entry == "matvec":
