@@ -16,7 +16,8 @@
 // The cache must already hold positions 0..pos (run kv_write for the new tokens first).
 // One workgroup per (head, token); keys are taken WG at a time (one per invocation) with an
 // online softmax (running max and sum), so workgroup memory holds q, the output accumulator
-// and one tile of probabilities: head_dim <= MAX_HEAD_DIM, any context length.
+// and one tile of probabilities: head_dim <= MAX_HEAD_DIM and a multiple of 4 (q, k and v
+// are read as vec4s), any context length.
 // Bindings: q (0), k_cache (1), v_cache (2), positions (3), out (4), params (5).
 // Dispatch: (n_heads, n_tokens).
 // split + combine: the same attention with each query's keys divided among n_splits
@@ -43,8 +44,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(2) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(1) var<storage, read> k_cache: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v_cache: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> positions: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
@@ -61,23 +62,26 @@ const NO_SCORE: f32 = -3.0e38;
 
 #include "reduce.wgsl"
 
-var<workgroup> q_scaled: array<f32, MAX_HEAD_DIM>;
-var<workgroup> acc: array<f32, MAX_HEAD_DIM>;
+var<workgroup> q_scaled: array<vec4<f32>, MAX_HEAD_DIM / 4u>;
+var<workgroup> acc: array<vec4<f32>, MAX_HEAD_DIM / 4u>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> query_pos: u32;
 
-// Loads in flight per invocation: the inner loops below have this constant trip count so
-// compilers unroll them and issue UNROLL independent cache reads before the first use
+// vec4 loads in flight per invocation: the inner loops below have this constant trip count
+// so compilers unroll them and issue UNROLL independent cache reads before the first use
 // (a plain loop waits for each read in turn: ~head_dim round trips to memory per key).
 const UNROLL: u32 = 8u;
 
-fn score(k_base: u32) -> f32 {
-  var dot = 0.0;
+// Scaled q . k for the key whose vec4s start at k_base4, soft-capped.
+fn score(k_base4: u32) -> f32 {
+  var dots = vec4<f32>();
+  let n4 = params.head_dim / 4u;
   var d = 0u;
-  for (; d + UNROLL <= params.head_dim; d += UNROLL) {
-    for (var u = 0u; u < UNROLL; u++) { dot += q_scaled[d + u] * k_cache[k_base + d + u]; }
+  for (; d + UNROLL <= n4; d += UNROLL) {
+    for (var u = 0u; u < UNROLL; u++) { dots += q_scaled[d + u] * k_cache[k_base4 + d + u]; }
   }
-  for (; d < params.head_dim; d++) { dot += q_scaled[d] * k_cache[k_base + d]; }
+  for (; d < n4; d++) { dots += q_scaled[d] * k_cache[k_base4 + d]; }
+  let dot = dots.x + dots.y + dots.z + dots.w;
   if (params.softcap > 0.0) {
     return params.softcap * tanh(clamp(dot / params.softcap, -10.0, 10.0));
   }
@@ -86,9 +90,10 @@ fn score(k_base: u32) -> f32 {
 
 // Loads query (t, head) scaled into q_scaled, clears acc; returns the query's position.
 fn load_query(q_base: u32, t: u32, lid: u32) -> u32 {
-  for (var d = lid; d < params.head_dim; d += WG) {
-    q_scaled[d] = q[q_base + d] * params.scale;
-    acc[d] = 0.0;
+  for (var d = lid; d < params.head_dim / 4u; d += WG) {
+    let at = q_base + 4u * d;
+    q_scaled[d] = vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]) * params.scale;
+    acc[d] = vec4<f32>();
   }
   if (lid == 0u) { query_pos = positions[t]; }
   return workgroupUniformLoad(&query_pos);  // also the barrier publishing q_scaled
@@ -103,14 +108,14 @@ fn first_key(pos: u32) -> u32 {
 // Online softmax over keys [first, end) of kv head rows `kv_rows`: accumulates the
 // unnormalised sum of p_j v_j into acc and returns (max score, sum of p_j).
 fn attend(lid: u32, kv_rows: u32, first: u32, end: u32) -> vec2<f32> {
-  let hd = params.head_dim;
+  let hd4 = params.head_dim / 4u;
   var running_max = NO_SCORE;
   var running_sum = 0.0;
   for (var start = first; start < end; start += WG) {
     let j = start + lid;
     let valid = j < end;
     var s = NO_SCORE;
-    if (valid) { s = score((kv_rows + j) * hd); }
+    if (valid) { s = score((kv_rows + j) * hd4); }
     let new_max = max(running_max, wg_max(lid, s));
     let p = select(0.0, exp(s - new_max), valid);
     let rescale = exp(running_max - new_max);
@@ -119,14 +124,14 @@ fn attend(lid: u32, kv_rows: u32, first: u32, end: u32) -> vec2<f32> {
     probs[lid] = p;
     workgroupBarrier();
     let keys = min(WG, end - start);
-    for (var d = lid; d < hd; d += WG) {
+    for (var d = lid; d < hd4; d += WG) {
       var o = acc[d] * rescale;
-      let v_base = (kv_rows + start) * hd + d;
+      let v_base = (kv_rows + start) * hd4 + d;
       var i = 0u;
       for (; i + UNROLL <= keys; i += UNROLL) {
-        for (var u = 0u; u < UNROLL; u++) { o += probs[i + u] * v_cache[v_base + (i + u) * hd]; }
+        for (var u = 0u; u < UNROLL; u++) { o += probs[i + u] * v_cache[v_base + (i + u) * hd4]; }
       }
-      for (; i < keys; i++) { o += probs[i] * v_cache[v_base + i * hd]; }
+      for (; i < keys; i++) { o += probs[i] * v_cache[v_base + i * hd4]; }
       acc[d] = o;
     }
     workgroupBarrier();
@@ -146,7 +151,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let q_base = (t * params.n_heads + head) * params.head_dim;
   let pos = load_query(q_base, t, lid);
   let stats = attend(lid, kv_rows_of(head), first_key(pos), pos + 1u);
-  for (var d = lid; d < params.head_dim; d += WG) { out[q_base + d] = acc[d] / stats.y; }
+  for (var d = lid; d < params.head_dim; d += WG) { out[q_base + d] = acc[d / 4u][d % 4u] / stats.y; }
 }
 
 // split: one workgroup per (head, token, split s) attends to keys [first + s * split_len,
@@ -167,7 +172,7 @@ fn split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let end = min(begin + params.split_len, pos + 1u);
   let stats = attend(lid, kv_rows_of(head), begin, end);
   let base = ((t * params.n_heads + head) * params.n_splits + s) * (hd + 2u);
-  for (var d = lid; d < hd; d += WG) { out[base + d] = acc[d]; }
+  for (var d = lid; d < hd; d += WG) { out[base + d] = acc[d / 4u][d % 4u]; }
   if (lid == 0u) {
     out[base + hd] = stats.x;
     out[base + hd + 1u] = stats.y;

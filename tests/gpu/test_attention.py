@@ -206,10 +206,10 @@ PLANTED_BUGS = {
     "no rescale of old tiles": ("var o = acc[d] * rescale;", "var o = acc[d];"),
     "softcap ignored": ("if (params.softcap > 0.0) {", "if (params.softcap > 1e9) {"),
     "score tail dropped": (
-        "for (; d < params.head_dim; d++) { dot +=",
-        "for (; d + 1u < params.head_dim; d++) { dot +=",
+        "for (; d < n4; d++) { dots +=",
+        "for (; d + 1u < n4; d++) { dots +=",
     ),
-    "score unrolled reads repeat": ("k_cache[k_base + d + u]", "k_cache[k_base + d]"),
+    "score unrolled reads repeat": ("k_cache[k_base4 + d + u]", "k_cache[k_base4 + d]"),
     "value tail dropped": ("for (; i < keys; i++) {", "for (; i + 1u < keys; i++) {"),
 }
 
@@ -219,7 +219,7 @@ def test_planted_bugs_fail_the_comparison(kernels, bug):
     good, bad = PLANTED_BUGS[bug]
     source = shader_source("attention.wgsl")
     assert good in source, "the planted bug no longer applies: update the control"
-    q, k, v, positions = make_case(5, 4, 2, 20, 120, 95, 60)  # head_dim 20: unrolled + tail
+    q, k, v, positions = make_case(5, 4, 2, 36, 120, 95, 60)  # 9 vec4s: unrolled + tail
     got = run_attention(
         kernels, q, k, v, positions, 60, softcap=3.0, wg=32, source=source.replace(good, bad)
     )

@@ -365,6 +365,8 @@ def attention(
 ) -> None:
     """One workgroup per (head, token); or, with ``shape.n_splits``, each query's keys split
     among that many workgroups (partials in ``partials``) and then combined."""
+    if shape.head_dim % 4 or shape.head_dim > 512:
+        raise ValueError(f"attention reads heads as vec4s, up to 512: head_dim {shape.head_dim}")
     sources = [Binding(0, q), Binding(1, caches[0]), Binding(2, caches[1]), Binding(3, positions)]
     if not shape.n_splits:
         plan.add(
