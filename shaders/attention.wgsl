@@ -18,8 +18,10 @@
 // online softmax (running max and sum), so workgroup memory holds q, the output accumulator
 // and one tile of probabilities: head_dim <= MAX_HEAD_DIM and a multiple of 4 (q, k and v
 // are read as vec4s), any context length.
-// Bindings: q (0), k_cache (1), v_cache (2), positions (3), out (4), params (5).
-// Dispatch: (n_heads, n_tokens).
+// With rope_dim > 0 the query is first RMS-normed (q_normed: by q_norm, Gemma 3's q norm) and
+// rotated here (rope.wgsl's rotation with inv_freq): the q heads need no kernel of their own.
+// Bindings: q (0), k_cache (1), v_cache (2), positions (3), out (4), params (5), inv_freq (6),
+// q_norm (7; any read-only buffer when unused). Dispatch: (n_heads, n_tokens).
 // split + combine: the same attention with each query's keys divided among n_splits
 // workgroups (split-K / flash-decoding), then merged; see the entries below.
 //
@@ -39,8 +41,12 @@ struct Params {
   softcap: f32,   // attention logit soft-capping (Gemma 2); 0 = off
   split_len: u32, // split/combine: keys per split
   n_splits: u32,  // split/combine: splits per query (ceil(max_ctx / split_len))
+  rope_dim: u32,  // main/split: rotated dims of q (0: q comes rotated)
+  interleaved: u32,
+  q_normed: u32,  // main/split with rope_dim > 0: RMSNorm q by q_norm (+ norm_offset) first
+  eps: f32,
+  norm_offset: f32,
   _pad0: u32,
-  _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
@@ -49,6 +55,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> positions: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(6) var<storage, read> inv_freq: array<f32>;
+@group(0) @binding(7) var<storage, read> q_norm: array<f32>;
 
 @group(0) @binding(0) var<storage, read> k_new: array<f32>;
 @group(0) @binding(1) var<storage, read> v_new: array<f32>;
@@ -61,6 +69,7 @@ const MAX_HEAD_DIM: u32 = 512u;
 const NO_SCORE: f32 = -3.0e38;
 
 #include "reduce.wgsl"
+#include "rotary.wgsl"
 
 var<workgroup> q_scaled: array<vec4<f32>, MAX_HEAD_DIM / 4u>;
 var<workgroup> acc: array<vec4<f32>, MAX_HEAD_DIM / 4u>;
@@ -88,15 +97,61 @@ fn score(k_base4: u32) -> f32 {
   return dot;
 }
 
-// Loads query (t, head) scaled into q_scaled, clears acc; returns the query's position.
+// Element d of the query as attention uses it (normed and rotated when rope_dim > 0), from
+// the raw query staged in acc; `scale` is the RMSNorm's 1 / rms.
+fn query_at(d: u32, pos: u32, scale: f32) -> f32 {
+  var value = acc[d / 4u][d % 4u] * scale;
+  if (params.q_normed != 0u) { value *= q_norm[d] + params.norm_offset; }
+  return value;
+}
+
+fn rotated_query(d: u32, pos: u32, scale: f32) -> f32 {
+  if (d >= params.rope_dim) { return query_at(d, pos, scale); }
+  let half = params.rope_dim / 2u;
+  var i = d % half;
+  var a = i;
+  var b = i + half;
+  if (params.interleaved != 0u) {
+    i = d / 2u;
+    a = 2u * i;
+    b = a + 1u;
+  }
+  let pair = vec2<f32>(query_at(a, pos, scale), query_at(b, pos, scale));
+  let r = rotate(pair, cos_sin(f32(pos) * inv_freq[i]));
+  return select(r.y, r.x, d == a);
+}
+
+// Loads query (t, head) into q_scaled (normed, rotated and scaled), clears acc; returns the
+// query's position.
 fn load_query(q_base: u32, t: u32, lid: u32) -> u32 {
+  if (lid == 0u) { query_pos = positions[t]; }
+  var squares = 0.0;
   for (var d = lid; d < params.head_dim / 4u; d += WG) {
     let at = q_base + 4u * d;
-    q_scaled[d] = vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]) * params.scale;
-    acc[d] = vec4<f32>();
+    let value = vec4<f32>(q[at], q[at + 1u], q[at + 2u], q[at + 3u]);
+    acc[d] = value;
+    squares += dot(value, value);
   }
-  if (lid == 0u) { query_pos = positions[t]; }
-  return workgroupUniformLoad(&query_pos);  // also the barrier publishing q_scaled
+  let pos = workgroupUniformLoad(&query_pos);  // also the barrier publishing acc
+  if (params.rope_dim == 0u) {
+    for (var d = lid; d < params.head_dim / 4u; d += WG) {
+      q_scaled[d] = acc[d] * params.scale;
+      acc[d] = vec4<f32>();
+    }
+    workgroupBarrier();
+    return pos;
+  }
+  var scale = 1.0;
+  if (params.q_normed != 0u) {
+    scale = inverseSqrt(wg_sum(lid, squares) / f32(params.head_dim) + params.eps);
+  }
+  for (var d = lid; d < params.head_dim; d += WG) {
+    q_scaled[d / 4u][d % 4u] = rotated_query(d, pos, scale) * params.scale;
+  }
+  workgroupBarrier();
+  for (var d = lid; d < params.head_dim / 4u; d += WG) { acc[d] = vec4<f32>(); }
+  workgroupBarrier();
+  return pos;
 }
 
 // The first key a query at `pos` may see (sliding window), else 0.
@@ -191,21 +246,42 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   let t = wid.y;
   if (head >= params.n_heads || t >= params.n_tokens) { return; }
   let hd = params.head_dim;
+  let stride = hd + 2u;
   let row = (t * params.n_heads + head) * params.n_splits;
+  // Invocations take splits lid, lid + WG, ... for the max and the sum.
   var m = NO_SCORE;
-  for (var s = 0u; s < params.n_splits; s++) { m = max(m, partials[(row + s) * (hd + 2u) + hd]); }
+  for (var s = lid; s < params.n_splits; s += WG) { m = max(m, partials[(row + s) * stride + hd]); }
+  m = wg_max(lid, m);
   var total = 0.0;
-  for (var s = 0u; s < params.n_splits; s++) {
-    let at = (row + s) * (hd + 2u) + hd;
+  for (var s = lid; s < params.n_splits; s += WG) {
+    let at = (row + s) * stride + hd;
     total += partials[at + 1u] * exp(partials[at] - m);
   }
-  for (var d = lid; d < hd; d += WG) {
-    var o = 0.0;
-    for (var s = 0u; s < params.n_splits; s++) {
-      let at = (row + s) * (hd + 2u);
-      o += partials[at + d] * exp(partials[at + hd] - m);
+  let sum = wg_sum(lid, total);
+  // WG splits at a time: their weights exp(max_s - m) / sum in probs, then each invocation
+  // adds them into its dims of acc, UNROLL partial rows in flight.
+  for (var c = 0u; c < params.n_splits; c += WG) {
+    var weight = 0.0;
+    if (c + lid < params.n_splits) {
+      weight = exp(partials[(row + c + lid) * stride + hd] - m) / sum;
     }
-    combined[(t * params.n_heads + head) * hd + d] = o / total;
+    probs[lid] = weight;
+    workgroupBarrier();
+    let count = min(WG, params.n_splits - c);
+    for (var d = lid; d < hd; d += WG) {
+      let base = (row + c) * stride + d;
+      var o = select(0.0, acc[d / 4u][d % 4u], c > 0u);
+      var i = 0u;
+      for (; i + UNROLL <= count; i += UNROLL) {
+        for (var u = 0u; u < UNROLL; u++) { o += probs[i + u] * partials[base + (i + u) * stride]; }
+      }
+      for (; i < count; i++) { o += probs[i] * partials[base + i * stride]; }
+      acc[d / 4u][d % 4u] = o;
+    }
+    workgroupBarrier();
+  }
+  for (var d = lid; d < hd; d += WG) {
+    combined[(t * params.n_heads + head) * hd + d] = acc[d / 4u][d % 4u];
   }
 }
 

@@ -32,31 +32,7 @@ struct Params {
 
 override WG: u32 = 64;
 
-// (cos, sin) of an f32 angle to ~2e-7 absolute for |angle| < 8e5 on every GPU: WGSL only
-// bounds sin/cos error (2^-11) on [-pi, pi] and SwiftShader really is that coarse, so we
-// reduce by quarter turns (Cody-Waite: pi/2 = C1 + C2 + C3 + C4 with C1, C2 of 5 bits, so
-// every product with k < 2^19 and every subtraction but the last two is exact), then use
-// cephes' sinf/cosf polynomials on [-pi/4, pi/4]. Needs IEEE f32 + and * (no fast-math
-// reassociation; fusing into fma is harmless).
-fn cos_sin(angle: f32) -> vec2<f32> {
-  let k = round(angle * 0.63661977236758134);
-  let r = (((angle - k * 1.5625) - k * 0.00830078125) - k * -4.454454938240815e-6)
-          - k * -1.6513995574653217e-13;
-  let z = r * r;
-  let s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * r + r;
-  let c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z
-          - 0.5 * z + 1.0;
-  switch (i32(k) & 3) {
-    case 0: { return vec2<f32>(c, s); }
-    case 1: { return vec2<f32>(-s, c); }
-    case 2: { return vec2<f32>(-c, -s); }
-    default: { return vec2<f32>(s, -c); }
-  }
-}
-
-fn rotate(x: vec2<f32>, cs: vec2<f32>) -> vec2<f32> {
-  return vec2<f32>(x.x * cs.x - x.y * cs.y, x.y * cs.x + x.x * cs.y);
-}
+#include "rotary.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

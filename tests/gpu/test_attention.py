@@ -11,13 +11,31 @@ import math
 import numpy as np
 import pytest
 
+from doppler.model.rope import inv_freq
+from gpu.test_rope import head_norm64, rope_ref
 from harness.kernels import Buffer, params, read, shader_source, write
 
 pytestmark = pytest.mark.browser
 
 RNG = np.random.default_rng(17)
-# n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window, scale, softcap, split_len, n_splits
-PARAMS = "IIIIIIffII"
+# n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window, scale, softcap, split_len, n_splits,
+# rope_dim, interleaved, q_normed, eps, norm_offset
+PARAMS = "IIIIIIffIIIIIff"
+NO_ROPE = (0, 0, 0, 0.0, 0.0)
+
+
+def rope_inputs(rope):
+    """Bindings 6 (inv_freq) and 7 (q norm) for main/split: ``rope`` = (inv_freq, q norm or
+    None), or dummies with rope off."""
+    freqs, q_norm = rope if rope is not None else (np.zeros(4, np.float32), None)
+    return [read(6, freqs), read(7, freqs if q_norm is None else q_norm)]
+
+
+def rope_params(rope, head_dim, interleaved):
+    """The rope fields of PARAMS: RoPE over the whole head, the q norm with offset 1."""
+    if rope is None:
+        return NO_ROPE
+    return (head_dim, int(interleaved), int(rope[1] is not None), 1e-6, 1.0)
 
 
 def inout(binding: int, array: np.ndarray) -> Buffer:
@@ -25,7 +43,18 @@ def inout(binding: int, array: np.ndarray) -> Buffer:
 
 
 def run_attention(
-    kernels, q, k_cache, v_cache, positions, window=0, scale=None, softcap=0.0, wg=64, source=None
+    kernels,
+    q,
+    k_cache,
+    v_cache,
+    positions,
+    window=0,
+    scale=None,
+    softcap=0.0,
+    wg=64,
+    source=None,
+    rope=None,
+    interleaved=False,
 ):
     n_tokens, n_heads, head_dim = q.shape
     n_kv_heads, max_ctx, _ = k_cache.shape
@@ -51,7 +80,9 @@ def run_attention(
                 softcap,
                 0,
                 0,
+                *rope_params(rope, head_dim, interleaved),
             ),
+            *rope_inputs(rope),
         ],
         (n_heads, n_tokens),
         constants={"WG": wg},
@@ -106,6 +137,7 @@ CASES = {  # tokens, heads, kv heads, head dim, max ctx, first position, window,
     "prefill window softcap": (21, 2, 1, 8, 40, 0, 5, 2.0, 64),
     "prefill head_dim 512": (3, 2, 1, 512, 8, 2, 0, 0.0, 128),
     "prefill head_dim 12": (5, 4, 2, 12, 30, 7, 0, 0.0, 64),  # not whole unrolled steps
+    "decode long context": (1, 4, 2, 32, 300, 280, 0, 0.0, 64),
 }
 
 
@@ -124,6 +156,23 @@ def test_query_pre_attn_scalar(kernels):
     check(got, attention_ref(q, k, v, positions, scale=256**-0.5))
 
 
+@pytest.mark.parametrize(
+    ("head_dim", "interleaved", "normed"), [(64, False, False), (32, True, True), (12, False, True)]
+)
+def test_queries_normed_and_rotated_inside(kernels, head_dim, interleaved, normed):
+    """With rope_dim, attention RMS-norms (Gemma's q norm) and rotates the raw queries itself,
+    as rope.wgsl would have before it."""
+    q, k, v, positions = make_case(4, 4, 2, head_dim, 40, 21)
+    freqs = np.asarray(inv_freq(head_dim, 10000.0, None), np.float32)
+    norm = RNG.standard_normal(head_dim).astype(np.float32) if normed else None
+    got = run_attention(kernels, q, k, v, positions, rope=(freqs, norm), interleaved=interleaved)
+    q_in = head_norm64(q, norm, 1e-6, 1.0) if normed else q
+    q_ref = rope_ref(q_in, positions, freqs, head_dim, interleaved)
+    check(got, attention_ref(q_ref, k, v, positions))
+    with pytest.raises(AssertionError):  # the same queries unrotated are far off
+        check(got, attention_ref(q_in, k, v, positions))
+
+
 def run_kv_write(kernels, k_new, v_new, positions, k_cache, v_cache, source=None):
     n_tokens, n_kv_heads, head_dim = k_new.shape
     max_ctx = k_cache.shape[1]
@@ -135,7 +184,9 @@ def run_kv_write(kernels, k_new, v_new, positions, k_cache, v_cache, source=None
             read(2, positions.astype(np.uint32)),
             inout(3, k_cache),
             inout(4, v_cache),
-            params(5, PARAMS, n_tokens, 0, n_kv_heads, head_dim, max_ctx, 0, 0.0, 0.0, 0, 0),
+            params(
+                5, PARAMS, n_tokens, 0, n_kv_heads, head_dim, max_ctx, 0, 0.0, 0.0, 0, 0, *NO_ROPE
+            ),
         ],
         (-(-(n_kv_heads * head_dim) // 64), n_tokens),
         entry="kv_write",
@@ -235,7 +286,8 @@ def run_split_attention(
     n_kv_heads, max_ctx, _ = k_cache.shape
     n_splits = -(-max_ctx // split_len)
     shape = (n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window)
-    packed = params(5, PARAMS, *shape, 1 / math.sqrt(head_dim), softcap, split_len, n_splits)
+    scale = 1 / math.sqrt(head_dim)
+    packed = params(5, PARAMS, *shape, scale, softcap, split_len, n_splits, *NO_ROPE)
     (partials,) = kernels.run(
         "attention",
         [
@@ -245,6 +297,7 @@ def run_split_attention(
             read(3, positions.astype(np.uint32)),
             write(4, n_tokens * n_heads * n_splits * (head_dim + 2)),
             packed,
+            *rope_inputs(None),
         ],
         (n_heads, n_tokens, n_splits),
         entry="split",
@@ -267,6 +320,7 @@ SPLIT_CASES = {  # case name, split_len
     "decode softcap": 100,
     "prefill continuing": 5,
     "prefill window softcap": 3,
+    "decode long context": 3,  # 100 splits: more than one workgroup's worth to combine
 }
 
 
@@ -282,17 +336,18 @@ def test_split_attention_matches_numpy(kernels, name):
     ("good", "bad"),
     [
         ("total += partials[at + 1u] * exp(partials[at] - m);", "total += partials[at + 1u];"),
+        ("select(0.0, acc[d / 4u][d % 4u], c > 0u)", "select(0.0, acc[d / 4u][d % 4u], c > 999u)"),
         (
             "let begin = min(first_key(pos) + s * params.split_len",
             "let begin = min(s * params.split_len",
         ),
     ],
-    ids=["combine without rescaling", "splits ignore the window"],
+    ids=["combine without rescaling", "combine drops earlier splits", "splits ignore the window"],
 )
 def test_split_planted_bugs_fail(kernels, good, bad):
     source = shader_source("attention.wgsl")
     assert good in source, "the planted bug no longer applies: update the control"
     q, k, v, positions = make_case(1, 4, 2, 32, 300, 250, 37)
-    got = run_split_attention(kernels, q, k, v, positions, 16, 37, source=source.replace(good, bad))
+    got = run_split_attention(kernels, q, k, v, positions, 3, 37, source=source.replace(good, bad))
     with pytest.raises(AssertionError):
         check(got, attention_ref(q, k, v, positions, 37))

@@ -210,7 +210,9 @@ def fold_case(layout, shape, mode):
         want, bound = want + y0, bound + 1e-7 * np.abs(y0)
     if mode & MODE_GATED:
         a = act64(gate, mode & MODE_GELU)
-        want, bound = want * a, bound * np.abs(a) + 1e-6 * np.abs(want * a)
+        # the GPU's exp/tanh: ~1e-6 relative, and absolute in 1 + tanh(u) (GELU at g << 0)
+        act_err = 1e-6 * (np.abs(a) + np.abs(gate))
+        want, bound = want * a, bound * np.abs(a) + act_err * np.abs(want)
     keywords = {"mode": mode, "norm": norm, "gate": gate, "eps": 1e-5, "offset": 1.0}
     keywords["y_init"] = y0 if mode & MODE_ACCUMULATE else None
     return packed, keywords, x[0], want, bound

@@ -124,6 +124,11 @@ def test_reference_matches_transformers_rotate_half():
         )
 
 
+def with_rotary(source: str) -> str:
+    """The kernel with rotary.wgsl inlined, so planted bugs can reach the rotation too."""
+    return source.replace('#include "rotary.wgsl"', shader_source("rotary.wgsl"))
+
+
 PLANTED_BUGS = {
     "pairing flag ignored": ("params.interleaved != 0u", "params.interleaved == 2u"),
     "sin sign flipped": ("x.y * cs.x + x.x * cs.y", "x.y * cs.x - x.x * cs.y"),
@@ -136,7 +141,7 @@ PLANTED_BUGS = {
 @pytest.mark.parametrize("bug", sorted(PLANTED_BUGS))
 def test_planted_bugs_fail_the_comparison(kernels, bug):
     good, bad = PLANTED_BUGS[bug]
-    source = shader_source("rope.wgsl")
+    source = with_rotary(shader_source("rope.wgsl"))
     assert good in source, "the planted bug no longer applies: update the control"
     q, k, positions, freqs = case(3, 4, 2, 16, 16)
     got_q, got_k = run_rope(kernels, q, k, positions, freqs, 16, True, source.replace(good, bad))
@@ -241,7 +246,7 @@ STORE_BUGS = {
 @pytest.mark.parametrize("bug", sorted(STORE_BUGS))
 def test_rope_store_planted_bugs_fail(kernels, bug):
     good, bad = STORE_BUGS[bug]
-    source = shader_source("rope.wgsl")
+    source = with_rotary(shader_source("rope.wgsl"))
     assert good in source, "the planted bug no longer applies: update the control"
     q, k, v, positions, freqs, norms = rope_store_case(3, 4, 2, 16, True)
     positions[-1] = 39 + 40 * (bug == "cache bound ignored")  # 79: kv head 1 of row 39

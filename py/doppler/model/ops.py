@@ -261,10 +261,15 @@ class AttentionShape:
     softcap: float
     split_len: int = 0  # > 0: split-K attention (split + combine) with this many keys a split
     n_splits: int = 0
+    rope_dim: int = 0  # > 0: attention norms (q_normed) and rotates the queries itself
+    interleaved: bool = False
+    q_normed: bool = False
+    eps: float = 0.0
+    norm_offset: float = 0.0
 
     def params(self) -> bytes:
         return pack(
-            "IIIIIIffII",
+            "IIIIIIffIIIIIff",
             self.n_tokens,
             self.n_heads,
             self.n_kv_heads,
@@ -275,6 +280,11 @@ class AttentionShape:
             self.softcap,
             self.split_len,
             self.n_splits,
+            self.rope_dim,
+            int(self.interleaved),
+            int(self.q_normed),
+            self.eps,
+            self.norm_offset,
         )
 
 
@@ -308,50 +318,43 @@ def rope_store(
     qkv: tuple[JsProxy, JsProxy, JsProxy],
     caches: tuple[JsProxy, JsProxy],
     shape: AttentionShape,
-    rope: tuple[int, bool],
-    norms: tuple[Weight, Weight, float, float] | None = None,
+    k_norm: Weight | None = None,
 ) -> None:
-    """RoPE on q in place and on k into the cache, v copied into the cache (rope.wgsl's
-    rope_store); ``rope`` = (rot_dim, interleaved); ``norms`` = (q norm, k norm, eps,
-    offset) RMSNorms each head first (one dispatch for q heads, one for kv heads)."""
+    """The kv heads of rope.wgsl's rope_store: k RMS-normed by ``k_norm`` (where given) and
+    rotated into the cache, v copied there; :func:`attention` rotates the queries itself
+    (``shape.rope_dim``). q is bound, unused, because the entry point declares it."""
     q, k, v = qkv
-    heads = shape.n_heads + shape.n_kv_heads
-    spans = [(0, heads, None)]
-    if norms is not None:
-        spans = [(0, shape.n_heads, norms[0]), (shape.n_heads, shape.n_kv_heads, norms[1])]
-    eps, offset = (norms[2], norms[3]) if norms is not None else (0.0, 0.0)
-    for head0, count, norm in spans:
-        params = pack(
-            "IIIIIIIIIff",
-            shape.n_tokens,
-            shape.n_heads,
-            shape.n_kv_heads,
-            shape.head_dim,
-            rope[0],
-            int(rope[1]),
-            shape.max_ctx,
-            head0,
-            int(norm is not None),
-            eps,
-            offset,
-        )
-        bindings = [
-            Binding(0, positions),
-            Binding(1, inv_freq),
-            Binding(2, q),
-            Binding(3, k),
-            Binding(4, v),
-            Binding(5, caches[0]),
-            Binding(6, caches[1]),
-            Binding(7, norm.parts[0].buffer if norm is not None else inv_freq),
-        ]
-        plan.add(
-            PipelineKey("rope", entry="rope_store"),
-            bindings,
-            params,
-            (count, shape.n_tokens),
-            params_binding=8,
-        )
+    params = pack(
+        "IIIIIIIIIff",
+        shape.n_tokens,
+        shape.n_heads,
+        shape.n_kv_heads,
+        shape.head_dim,
+        shape.rope_dim,
+        int(shape.interleaved),
+        shape.max_ctx,
+        shape.n_heads,
+        int(k_norm is not None),
+        shape.eps,
+        shape.norm_offset,
+    )
+    bindings = [
+        Binding(0, positions),
+        Binding(1, inv_freq),
+        Binding(2, q),
+        Binding(3, k),
+        Binding(4, v),
+        Binding(5, caches[0]),
+        Binding(6, caches[1]),
+        Binding(7, k_norm.parts[0].buffer if k_norm is not None else inv_freq),
+    ]
+    plan.add(
+        PipelineKey("rope", entry="rope_store"),
+        bindings,
+        params,
+        (shape.n_kv_heads, shape.n_tokens),
+        params_binding=8,
+    )
 
 
 def attention(
@@ -362,12 +365,16 @@ def attention(
     out: JsProxy,
     shape: AttentionShape,
     partials: JsProxy | None = None,
+    rope: tuple[JsProxy, JsProxy | None] | None = None,
 ) -> None:
     """One workgroup per (head, token); or, with ``shape.n_splits``, each query's keys split
-    among that many workgroups (partials in ``partials``) and then combined."""
+    among that many workgroups (partials in ``partials``) and then combined. With
+    ``shape.rope_dim``, ``rope`` = (inv_freq, q norm weights or None) for the queries."""
     if shape.head_dim % 4 or shape.head_dim > 512:
         raise ValueError(f"attention reads heads as vec4s, up to 512: head_dim {shape.head_dim}")
     sources = [Binding(0, q), Binding(1, caches[0]), Binding(2, caches[1]), Binding(3, positions)]
+    inv_freq, q_norm = rope if rope is not None else (positions, None)
+    sources += [Binding(6, inv_freq), Binding(7, q_norm if q_norm is not None else inv_freq)]
     if not shape.n_splits:
         plan.add(
             PipelineKey("attention"),

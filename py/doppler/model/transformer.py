@@ -463,6 +463,7 @@ def _attention(
     _project(plan, w, p + "v", x, a.v, n, fold)
     sliding = cfg.layer_types[layer] == "sliding"
     freqs = shared.inv_freq["sliding" if sliding else "full"]
+    fused = cfg.qk_norm in ("none", "head")  # per-head norms and RoPE inside the kernels
     shape = ops.AttentionShape(
         n_tokens=n,
         n_heads=cfg.num_heads,
@@ -474,24 +475,27 @@ def _attention(
         softcap=cfg.attn_softcap or 0.0,
         split_len=SPLIT_LEN if a.partials else 0,
         n_splits=_n_splits(n, ctx),
+        rope_dim=cfg.rope.dim if fused else 0,
+        interleaved=cfg.rope.style == "interleaved",
+        q_normed=cfg.qk_norm == "head",
+        eps=cfg.norm.eps,
+        norm_offset=cfg.norm.weight_offset,
     )
-    interleaved = cfg.rope.style == "interleaved"
     eps, offset = cfg.norm.eps, cfg.norm.weight_offset
-    q = a.q
-    if cfg.qk_norm in ("none", "head"):  # per-head norms, RoPE and the cache write in one
-        norms = None
-        if cfg.qk_norm == "head":
-            norms = (w[p + "q_norm.weight"], w[p + "k_norm.weight"], eps, offset)
-        qkv, rope = (a.q, a.k, a.v), (cfg.rope.dim, interleaved)
-        ops.rope_store(plan, a.positions, freqs, qkv, shared.kv[layer], shape, rope, norms)
+    q, rope = a.q, None
+    if fused:  # k norm + RoPE + the cache write in one kernel; queries in attention's
+        q_norm = w[p + "q_norm.weight"].parts[0].buffer if shape.q_normed else None
+        k_norm = w[p + "k_norm.weight"] if shape.q_normed else None
+        rope = (freqs, q_norm)
+        ops.rope_store(plan, a.positions, freqs, (a.q, a.k, a.v), shared.kv[layer], shape, k_norm)
     else:  # a norm over the whole projection (OLMoE)
         ops.rmsnorm(plan, a.q, w[p + "q_norm.weight"], a.qn, n, eps, offset)
         ops.rmsnorm(plan, a.k, w[p + "k_norm.weight"], a.kn, n, eps, offset)
         q = a.qn
         rope_shape = (n, cfg.num_heads, cfg.num_kv_heads, d, cfg.rope.dim)
-        ops.rope(plan, a.positions, freqs, a.qn, a.kn, rope_shape, interleaved)
+        ops.rope(plan, a.positions, freqs, a.qn, a.kn, rope_shape, shape.interleaved)
         ops.kv_write(plan, a.kn, a.v, a.positions, shared.kv[layer], shape)
-    ops.attention(plan, q, shared.kv[layer], a.positions, a.attn, shape, a.partials)
+    ops.attention(plan, q, shared.kv[layer], a.positions, a.attn, shape, a.partials, rope)
     _project(plan, w, p + "o", a.attn, a.x if direct else a.tmp, n, ops.Fold(accumulate=direct))
 
 
