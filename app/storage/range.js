@@ -1,13 +1,13 @@
 // Range tier: one byte range of a shard (an MoE expert) without the rest of the shard.
 //
 // The block-aligned cover of [offset, offset + length) is read from OPFS where its blocks
-// are verified (a committed shard, or blocks of the shard's partial file, re-hashed on every
-// read so a torn write never survives) and the missing blocks come from ONE Range request
-// per attempt, for the cover of the missing blocks only. Each block is verified against the
-// index's hash as it completes, written at its own offset in partial/<name>.bin and recorded
-// in the sidecar's block set. When the blocks of a shard are all verified, the whole file is
-// hashed and committed to shards/ like a full download. Nothing unverified is returned or
-// stored. Bulk bytes stay in JS; Python sees only the result object.
+// are verified (a committed shard, or blocks of the shard's partial file, re-hashed on first
+// read in this context, so a torn write never survives) and the missing blocks come from ONE
+// Range request per attempt, for the cover of the missing blocks only. Each block is verified
+// against the index's hash as it completes, written at its own offset in partial/<name>.bin
+// and recorded in the sidecar's block set. When the blocks of a shard are all verified, the
+// whole file is hashed and committed to shards/ like a full download. Nothing unverified is
+// returned or stored. Bulk bytes stay in JS; Python sees only the result object.
 
 import {
   BAD_BYTES, Fatal, PERMANENT, SourceError, TRANSIENT, abortable, isQuotaError, quotaFatal,
@@ -19,6 +19,11 @@ import {
 const LOCKED_OUT_MS = 10_000;
 const lockedOut = new Map();  // name -> performance.now() until which we do not try
 const chains = new Map();     // name -> tail of the queue of operations on that shard
+// Blocks of a held partial file that this context wrote or re-hashed since opening it. Its
+// handle is exclusive, so nothing else can change them until it closes: a pager reading the
+// same expert again skips the re-hash (a torn write can only survive a crash, which closes
+// the handle and starts a new set).
+const checkedBlocks = new WeakMap();  // partial -> Set of block numbers
 
 // Run `fn` after every earlier operation on shard `name` in this context (range fetches,
 // full downloads, closing): they share one exclusive partial file handle.
@@ -86,8 +91,13 @@ class RangeJob {
       const [lo, hi] = this.blockRange(block);
       const bytes = this.buffer.subarray(lo - this.lo, hi - this.lo);
       this.partial.readBlock(block, bytes);
-      if (await sha256Hex(bytes) === this.expected(block)) this.have.add(block);
-      else this.partial.forget(block);
+      const checked = checkedBlocks.get(this.partial);
+      if (checked?.has(block) || await sha256Hex(bytes) === this.expected(block)) {
+        this.have.add(block);
+        this.markChecked(block);
+      } else {
+        this.partial.forget(block);
+      }
     }
   }
 
@@ -104,11 +114,17 @@ class RangeJob {
     if (!this.partial) return;
     try {
       this.partial.writeBlock(block, bytes);
+      this.markChecked(block);
     } catch (err) {
       if (isQuotaError(err)) throw quotaFatal(this.name, err);
       this.partial.close();  // OPFS failed under us: go on in RAM, uncached
       this.partial = null;
     }
+  }
+
+  markChecked(block) {
+    if (!checkedBlocks.has(this.partial)) checkedBlocks.set(this.partial, new Set());
+    checkedBlocks.get(this.partial).add(block);
   }
 
   get data() {
