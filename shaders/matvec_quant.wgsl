@@ -33,8 +33,14 @@ diagnostic(off, subgroup_uniformity);
 // min(ceil(rows / ROWS_PER_WG), 65535); tiles the same with z = ceil(n_tokens / TILE);
 // matmat (grid_x, ceil(rows / grid_x), ceil(n_tokens / TOKENS)), grid_x = min(rows, 65535).
 // WG must be a power of two.
+//   MODE_CACHE:      (with subgroups, one token, kv projections) y is a KV cache
+//                    [heads, max_ctx, head_dim]: row h * head_dim + d goes to position
+//                    positions[0] of head h (nothing past max_ctx);
+//   MODE_ROPE:       (with MODE_CACHE) RoPE of rope_dim dims (inv_freq) on each head first,
+//                    so a k projection writes the cache directly (ROWS_PER_WG a multiple of 4).
 // Bindings: weight (0, u32 words), x (1, f32), y (2, f32), params (3); matvec also norm (4,
-// f32, >= cols) and gate (5, f32, y's length): bind any other read-only buffer when unused.
+// f32, >= cols), gate (5, f32, y's length), positions (6, u32) and inv_freq (7, f32): bind
+// any other read-only buffers when unused.
 
 struct Params {
   rows: u32,       // rows in this weight binding
@@ -49,12 +55,18 @@ struct Params {
   mode: u32,       // matvec: MODE_* bits
   eps: f32,        // MODE_NORM: the RMSNorm's epsilon and weight offset
   norm_offset: f32,
+  head_dim: u32,   // MODE_CACHE / MODE_ROPE: the rows are kv heads of head_dim rows
+  max_ctx: u32,    // MODE_CACHE: positions per kv head in the cache
+  rope_dim: u32,   // MODE_ROPE: rotated dims per head (a multiple of 4) and the pairing
+  interleaved: u32,
 }
 
 const MODE_ACCUMULATE: u32 = 1u;
 const MODE_GATED: u32 = 2u;
 const MODE_GELU: u32 = 4u;
 const MODE_NORM: u32 = 8u;
+const MODE_CACHE: u32 = 16u;
+const MODE_ROPE: u32 = 32u;
 
 @group(0) @binding(0) var<storage, read> weight: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -63,6 +75,8 @@ const MODE_NORM: u32 = 8u;
 @group(0) @binding(3) var<uniform> params: Params;
 @group(0) @binding(4) var<storage, read> norm: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> gate: array<f32>;
+@group(0) @binding(6) var<storage, read> positions: array<u32>;
+@group(0) @binding(7) var<storage, read> inv_freq: array<f32>;
 
 override WG: u32 = 64;
 override ROWS_PER_WG: u32 = 8;  // matvec: rows per workgroup (a power of two dividing WG)
@@ -73,6 +87,7 @@ const TILE: u32 = 8u;   // tiles: tokens per workgroup
 #include "dequant.wgsl"
 #include "reduce.wgsl"
 #include "act.wgsl"
+#include "rotary.wgsl"
 
 // Sum over one decoded chunk of w[e] * x[x_base + k0 + e], masking past the row's end.
 // Whole chunks take a loop of constant length, which compilers unroll so the decoded values
@@ -125,7 +140,7 @@ fn rows_dot(r0: u32, n: u32, lane: u32, lanes: u32) -> vec4<f32> {
     for (var k = 0u; k < UNIT / 4u; k++) { xs[k] = x_vec(unit_x4(u, k)); }
     for (var j = 0u; j < GROUP; j++) {
       if (j < n) {
-        let w = decode_unit((r0 + j) * params.row_words, u, params.plane1, params.plane2);
+        let w = decode_unit(row_of(r0 + j) * params.row_words, u, params.plane1, params.plane2);
         var sum = 0.0;
         for (var k = 0u; k < UNIT / 4u; k++) { sum += dot(w[k], xs[k]); }
         acc[j] += sum;
@@ -133,6 +148,43 @@ fn rows_dot(r0: u32, n: u32, lane: u32, lanes: u32) -> vec4<f32> {
     }
   }
   return acc;
+}
+
+// MODE_ROPE orders the rows of each head so that rows 2p and 2p + 1 of it are the dims that
+// RoPE's pair p rotates together (p < rope_dim / 2); a GROUP then holds two whole pairs.
+fn row_of(v: u32) -> u32 {
+  if (!has(MODE_ROPE)) { return v; }
+  let head = v / params.head_dim;
+  let j = v % params.head_dim;
+  if (j >= params.rope_dim) { return v; }
+  let p = j / 2u;
+  var dim = p + (j % 2u) * (params.rope_dim / 2u);
+  if (params.interleaved != 0u) { dim = j; }
+  return head * params.head_dim + dim;
+}
+
+// A group's finished products (rows r0 .. r0 + n - 1) through the mode's epilogue; MODE_ROPE
+// rotates its two pairs first (the group starts a pair: r0 is a multiple of GROUP).
+fn store_group(r0: u32, n: u32, sums: vec4<f32>) {
+  var values = sums;
+  let pos = positions[0];
+  if (has(MODE_ROPE) && r0 % params.head_dim < params.rope_dim) {
+    let p = (r0 % params.head_dim) / 2u;
+    let first = rotate(values.xy, cos_sin(f32(pos) * inv_freq[p]));
+    let second = rotate(values.zw, cos_sin(f32(pos) * inv_freq[p + 1u]));
+    values = vec4<f32>(first, second);
+  }
+  for (var j = 0u; j < n; j++) {
+    let r = row_of(r0 + j);
+    if (has(MODE_CACHE)) {
+      let head = r / params.head_dim;
+      if (pos < params.max_ctx) {
+        y[(head * params.max_ctx + pos) * params.head_dim + r % params.head_dim] = values[j];
+      }
+    } else {
+      store(r, values[j]);
+    }
+  }
 }
 
 // Row r's finished product into y, through the mode's epilogue.
@@ -184,9 +236,7 @@ fn matvec(
       var total = vec4<f32>();
       for (var i = index; i < WG; i += count) { total += partials[i]; }
       total = subgroupAdd(total) * scale;
-      if (index == 0u) {
-        for (var j = 0u; j < n; j++) { store(r0 + j, total[j]); }
-      }
+      if (index == 0u) { store_group(r0, n, total); }
     }
     workgroupBarrier();
   }
@@ -209,7 +259,8 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     if (lane < stride) { red[lid] += red[lid + stride]; }
     workgroupBarrier();
   }
-  if (lane == 0u && r < params.rows) { store(r, red[lid] * scale); }
+  // one row per group here: MODE_ROPE needs the subgroup variant's groups
+  if (lane == 0u && r < params.rows) { store_group(r, 1u, vec4<f32>(red[lid] * scale)); }
 }
 #endif
 

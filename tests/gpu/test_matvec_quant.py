@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from doppler.convert.pack import dequantize
+from doppler.model.rope import inv_freq
 from gpu.packing import flag, random_packed, words
+from gpu.test_rope import rope_ref
 from harness.kernels import Buffer, params, read, shader_source, write
 
 pytestmark = pytest.mark.browser
@@ -42,10 +44,14 @@ def run(
     y_init=None,
     eps=0.0,
     offset=0.0,
+    cache=(0, 0),
+    rope=None,
+    position=0,
 ):
     """One dispatch over the packed rows; y has y_rows rows per token (default: all rows).
     matvec's folds: ``mode`` bits with the ``norm`` weights, the ``gate`` input and y's
-    initial value ``y_init`` (else y starts as NaN)."""
+    initial value ``y_init`` (else y starts as NaN); MODE_CACHE's ``cache`` = (head_dim,
+    max_ctx) at ``position``, MODE_ROPE's ``rope`` = (inv_freq, rot_dim, interleaved)."""
     rows, cols = shape
     y_rows = y_rows or rows
     groups = rows if entry == "matmat" else -(-rows // rows_per_wg)
@@ -65,7 +71,7 @@ def run(
         y,
         params(
             3,
-            "IIIIIIIIIIff",
+            "IIIIIIIIIIffIIII",
             rows,
             cols,
             grid_x,
@@ -78,10 +84,14 @@ def run(
             mode,
             eps,
             offset,
+            *cache,
+            *(rope[1:] if rope else (0, 0)),
         ),
     ]
     if entry == "matvec":
         buffers += [read(4, x if norm is None else norm), read(5, x if gate is None else gate)]
+        freqs = x if rope is None else rope[0]
+        buffers += [read(6, np.array([position], np.uint32)), read(7, freqs)]
     (out,) = kernels.run(
         "matvec_quant",
         buffers,
@@ -218,7 +228,7 @@ def fold_case(layout, shape, mode):
     return packed, keywords, x[0], want, bound
 
 
-MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM = 1, 2, 4, 8
+MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM, MODE_CACHE, MODE_ROPE = 1, 2, 4, 8, 16, 32
 FOLDS = {
     "norm": MODE_NORM,
     "accumulate": MODE_ACCUMULATE,
@@ -269,6 +279,61 @@ def test_tiles_match_numpy(kernel_variants, layout, n_tokens, rows_per_wg):
         rows_per_wg=rows_per_wg,
     )
     check(got, weights, x)
+
+
+CACHE_BUGS = {
+    "rope pairs": ("(j % 2u) * (params.rope_dim / 2u)", "(j % 2u) * (params.rope_dim / 4u)"),
+    "second pair's angle": ("inv_freq[p + 1u]", "inv_freq[p]"),
+    "cache head stride": ("(head * params.max_ctx + pos)", "(head * (params.max_ctx - 1u) + pos)"),
+}
+
+
+@pytest.mark.parametrize(
+    ("interleaved", "rope", "bug"),
+    [(False, True, None), (True, True, None), (False, False, None)]
+    + [(False, True, bug) for bug in sorted(CACHE_BUGS)],
+)
+def test_kv_projection_into_the_cache(kernels, interleaved, rope, bug):
+    """MODE_CACHE (+ MODE_ROPE): a k/v projection rotated and stored at its cache position;
+    planted bugs in the pairing, the angles and the cache layout fail the comparison."""
+    source = None
+    if bug is not None:
+        good, bad = CACHE_BUGS[bug]
+        source = shader_source("matvec_quant.wgsl")
+        assert good in source, "update the control"
+        source = source.replace(good, bad)
+    heads, head_dim, cols, max_ctx, position = 3, 16, 128, 9, 6
+    packed, weights, x = case("q4_0", heads * head_dim, cols)
+    freqs = np.asarray(inv_freq(head_dim, 10000.0, None), np.float32)
+    mode = MODE_CACHE | (MODE_ROPE if rope else 0)
+    got = run(
+        kernels,
+        "q4_0",
+        packed,
+        (heads * head_dim, cols),
+        x[0],
+        rows_per_wg=4,
+        mode=mode,
+        cache=(head_dim, max_ctx),
+        rope=(freqs, head_dim, interleaved) if rope else None,
+        position=position,
+        y_init=np.full(heads * max_ctx * head_dim, np.nan, np.float32),
+        y_rows=heads * max_ctx * head_dim,
+        source=source,
+    ).reshape(heads, max_ctx, head_dim)
+    want = (weights @ x[0].astype(np.float64)).reshape(1, heads, head_dim)
+    if rope:
+        want = rope_ref(want, np.array([position]), freqs, head_dim, interleaved)
+
+    def compare():
+        np.testing.assert_allclose(got[:, position], want[0], rtol=1e-4, atol=1e-4)
+        assert np.isnan(np.delete(got, position, axis=1)).all()
+
+    if bug is None:
+        compare()
+    else:
+        with pytest.raises(AssertionError):
+            compare()
 
 
 def test_rows_beyond_one_grid_row(kernel_variants):

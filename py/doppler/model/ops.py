@@ -175,7 +175,10 @@ def add(plan: Plan, x: JsProxy, y: JsProxy, n: int, period: int | None = None) -
 class Fold:
     """What a decode ``matvec`` folds in around ``W x`` (see matvec_quant.wgsl's modes):
     an RMSNorm of x (``norm`` weight, ``eps``, ``offset``), then either ``y += W x``
-    (``accumulate``) or ``y = act(gate) * W x`` (``gate`` buffer, ``activation``)."""
+    (``accumulate``) or ``y = act(gate) * W x`` (``gate`` buffer, ``activation``); or, for a
+    k/v projection with subgroups, y is a KV cache written at ``positions[0]`` (``cache`` =
+    (positions, head_dim, max_ctx)), k rotated by RoPE first (``rope`` = (inv_freq,
+    rot_dim, interleaved))."""
 
     norm: Weight | None = None
     eps: float = 0.0
@@ -183,6 +186,8 @@ class Fold:
     accumulate: bool = False
     gate: JsProxy | None = None
     activation: str = "silu"
+    cache: tuple[JsProxy, int, int] | None = None
+    rope: tuple[JsProxy, int, bool] | None = None
 
     def mode(self) -> int:
         gated = self.gate is not None
@@ -191,10 +196,12 @@ class Fold:
             + MODE_GATED * gated
             + MODE_GELU * (gated and self.activation == "gelu_tanh")
             + MODE_NORM * (self.norm is not None)
+            + MODE_CACHE * (self.cache is not None)
+            + MODE_ROPE * (self.rope is not None)
         )
 
 
-MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM = 1, 2, 4, 8
+MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM, MODE_CACHE, MODE_ROPE = 1, 2, 4, 8, 16, 32
 
 
 def matvec(
@@ -206,6 +213,8 @@ def matvec(
     fold = fold or Fold()
     if fold.mode() and (n_tokens != 1 or weight.row_len % 4):
         raise ValueError(f"{weight.name}: folds need one token and rows of a multiple of 4")
+    if fold.cache and ("subgroups" not in plan.features or len(weight.parts) > 1):
+        raise ValueError(f"{weight.name}: cache writes need subgroups and one weight part")
     row_words, plane1, plane2 = layout_words(weight.layout, weight.row_len)
     vector = weight.row_len % 4 == 0
     entry = ("matvec" if n_tokens == 1 else "tiles") if vector else "matmat"
@@ -224,13 +233,16 @@ def matvec(
         constants=constants if vector else (),
     )
     extra = []
+    positions, head_dim, max_ctx = fold.cache or (x, 0, 0)
+    inv_freq, rot_dim, interleaved = fold.rope or (x, 0, False)
     if entry == "matvec":
         norm = fold.norm.parts[0].buffer if fold.norm else x
         extra = [Binding(4, norm), Binding(5, fold.gate if fold.gate is not None else x)]
+        extra += [Binding(6, positions), Binding(7, inv_freq)]
     for part in weight.parts:
         gx, gy = grid(ceil_div(part.rows, rows_per_wg) if vector else part.rows)
         params = pack(
-            "IIIIIIIIIIff",
+            "IIIIIIIIIIffIIII",
             part.rows,
             weight.row_len,
             gx,
@@ -243,6 +255,10 @@ def matvec(
             fold.mode(),
             fold.eps,
             fold.offset,
+            head_dim,
+            max_ctx,
+            rot_dim,
+            int(interleaved),
         )
         groups = (gx, gy, ceil_div(n_tokens, MATMAT_TOKENS[entry]))
         bindings = [Binding(0, part.buffer), Binding(1, x), Binding(2, y), *extra]

@@ -458,11 +458,26 @@ def _attention(
     into x by the output projection where ``direct``."""
     p = f"layers.{layer}.attn."
     n, d, (x, fold) = a.n, cfg.head_dim, normed
-    _project(plan, w, p + "q", x, a.q, n, fold)
-    _project(plan, w, p + "k", x, a.k, n, fold)
-    _project(plan, w, p + "v", x, a.v, n, fold)
     sliding = cfg.layer_types[layer] == "sliding"
     freqs = shared.inv_freq["sliding" if sliding else "full"]
+    interleaved = cfg.rope.style == "interleaved"
+    _project(plan, w, p + "q", x, a.q, n, fold)
+    # decode without k norm or biases: the k/v projections rotate and store into the cache
+    to_cache = (
+        fold.mode() != 0
+        and "subgroups" in plan.features
+        and cfg.qk_norm == "none"
+        and cfg.rope.dim % 4 == 0
+        and not any(p + f"{m}.bias" in w or len(w[p + f"{m}.weight"].parts) > 1 for m in "kv")
+    )
+    if to_cache:
+        cache = (a.positions, d, ctx)
+        k_fold = replace(fold, cache=cache, rope=(freqs, cfg.rope.dim, interleaved))
+        ops.matvec(plan, w[p + "k.weight"], x, shared.kv[layer][0], n, k_fold)
+        ops.matvec(plan, w[p + "v.weight"], x, shared.kv[layer][1], n, replace(fold, cache=cache))
+    else:
+        _project(plan, w, p + "k", x, a.k, n, fold)
+        _project(plan, w, p + "v", x, a.v, n, fold)
     fused = cfg.qk_norm in ("none", "head")  # per-head norms and RoPE inside the kernels
     shape = ops.AttentionShape(
         n_tokens=n,
@@ -476,7 +491,7 @@ def _attention(
         split_len=SPLIT_LEN if a.partials else 0,
         n_splits=_n_splits(n, ctx),
         rope_dim=cfg.rope.dim if fused else 0,
-        interleaved=cfg.rope.style == "interleaved",
+        interleaved=interleaved,
         q_normed=cfg.qk_norm == "head",
         eps=cfg.norm.eps,
         norm_offset=cfg.norm.weight_offset,
@@ -487,7 +502,9 @@ def _attention(
         q_norm = w[p + "q_norm.weight"].parts[0].buffer if shape.q_normed else None
         k_norm = w[p + "k_norm.weight"] if shape.q_normed else None
         rope = (freqs, q_norm)
-        ops.rope_store(plan, a.positions, freqs, (a.q, a.k, a.v), shared.kv[layer], shape, k_norm)
+        if not to_cache:
+            kv = shared.kv[layer]
+            ops.rope_store(plan, a.positions, freqs, (a.q, a.k, a.v), kv, shape, k_norm)
     else:  # a norm over the whole projection (OLMoE)
         ops.rmsnorm(plan, a.q, w[p + "q_norm.weight"], a.qn, n, eps, offset)
         ops.rmsnorm(plan, a.k, w[p + "k_norm.weight"], a.kn, n, eps, offset)
