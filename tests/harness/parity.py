@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from harness.browser import run_async
+from harness.tiny_models import VOCAB
 
 PROMPT = [3, 17, 99, 42, 5, 64, 7, 120, 33, 8]
+LONG_PROMPT = [(37 * i + 11) % VOCAB for i in range(41)]  # a full prefill pass, then decode
 RTOL = 1e-4  # max |ours - theirs| relative to max |theirs| per position
 
 

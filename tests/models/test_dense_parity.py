@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from harness.browser import run_async
-from harness.parity import PROMPT, RTOL, browser_logits, max_relative_error
+from harness.parity import LONG_PROMPT, PROMPT, RTOL, browser_logits, max_relative_error
 from harness.tiny_models import (
     DENSE,
     VOCAB,
@@ -30,9 +30,6 @@ def test_logits_match_transformers(app, model_server, tiny_models, name):
     error = max_relative_error(ours, theirs)
     print(f"{name}: max relative logit error {error:.2e}")
     assert error < RTOL
-
-
-LONG_PROMPT = [(37 * i + 11) % VOCAB for i in range(41)]  # a full prefill pass, then decode
 
 
 @pytest.mark.parametrize("name", ["gemma3", "qwen2"])

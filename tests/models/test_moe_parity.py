@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from harness.browser import run_async
-from harness.parity import PROMPT, RTOL, browser_logits, max_relative_error
+from harness.parity import LONG_PROMPT, PROMPT, RTOL, browser_logits, max_relative_error
 from harness.tiny_models import MOE, VOCAB, reference_greedy, reference_logits
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -45,6 +45,23 @@ def test_logits_match_transformers(app, model_server, tiny_models, name):
     error = max_relative_error(ours, theirs)
     print(f"{name}: max relative logit error {error:.2e}")
     assert error < RTOL
+
+
+@pytest.mark.parametrize("name", MOE)
+def test_long_prompt_logits_match_transformers(app, model_server, tiny_models, name):
+    """A full prefill pass: its tokens' experts run grouped by expert."""
+    ours = browser_logits(app, f"{model_server}{name}/manifest.json", LONG_PROMPT)
+    error = max_relative_error(ours, reference_logits(tiny_models[name], LONG_PROMPT))
+    print(f"{name}, {len(LONG_PROMPT)} tokens: max relative logit error {error:.2e}")
+    assert error < RTOL
+
+
+@pytest.mark.parametrize("prompt", [PROMPT, LONG_PROMPT], ids=["short", "long"])
+def test_long_prompt_generation_skips_nothing_it_needs(app, model_server, tiny_models, prompt):
+    """Generation's prefill passes leave out the LM head (only the last prompt token's
+    logits matter, and the sampled pass computes those): the tokens must not change."""
+    result = generate(app, f"{model_server}mixtral/manifest.json", prompt, 8)
+    assert result["done"]["tokenIds"] == reference_greedy(tiny_models["mixtral"], prompt, 8)
 
 
 @pytest.mark.parametrize("name", MOE)

@@ -87,6 +87,7 @@ class Activations:
 class Pass:
     plan: Plan
     act: Activations
+    head_start: int  # dispatches from here on compute logits (final norm + LM head)
 
 
 @dataclass
@@ -136,7 +137,8 @@ class Model:
         closing the iterator."""
         queue = self.gpu.device.queue
         for start, count, run in self._passes(len(prompt) - 1):
-            encoder = await self._record(run, start, prompt[start : start + count])
+            # Only the last prompt token's logits matter, and the sampled pass makes those.
+            encoder = await self._record(run, start, prompt[start : start + count], logits=False)
             queue.submit(js_object([encoder.finish()]))
         in_flight = [await self._submit_sampled(len(prompt) - 1, prompt[-1], sampling, 0)]
         self.decode_cpu_s, self.decode_steps = 0.0, 0
@@ -172,11 +174,14 @@ class Model:
         cap = self.config.final_softcap
         return [cap * math.tanh(v / cap) for v in row] if cap else row
 
-    async def _record(self, run: Pass, start: int, ids: list[int] | None) -> JsProxy:
-        """Write the pass's inputs and record its plan; ``ids=None`` keeps the id the sampler
-        left in the decode pass's ``ids`` buffer. With paged experts, every segment up to a
-        MoE layer's routing is submitted and its expert ids read back so the pager can make
-        them resident; the encoder returned holds the last segment."""
+    async def _record(
+        self, run: Pass, start: int, ids: list[int] | None, logits: bool = True
+    ) -> JsProxy:
+        """Write the pass's inputs and record its plan (without the LM head unless
+        ``logits``); ``ids=None`` keeps the id the sampler left in the decode pass's ``ids``
+        buffer. With paged experts, every segment up to a MoE layer's routing is submitted
+        and its expert ids read back so the pager can make them resident; the encoder
+        returned holds the last segment."""
         device = self.gpu.device
         if ids is not None:
             device.queue.writeBuffer(run.act.ids, 0, _u32(ids))
@@ -190,7 +195,7 @@ class Model:
             await self.experts.ensure(layer, chosen)
             begin = end
         encoder = device.createCommandEncoder()
-        run.plan.encode(encoder, device, None, begin)
+        run.plan.encode(encoder, device, None, begin, None if logits else run.head_start)
         return encoder
 
     async def _read_expert_ids(self, encoder: JsProxy, act: Activations) -> list[int]:
@@ -268,9 +273,9 @@ async def build_model(
     for act in acts:
         n = act.n
         plan = Plan(f"{loaded.manifest.name} x{n}", gpu.features)
-        _build(plan, cfg, loaded.weights, act, shared, ctx)
+        head_start = _build(plan, cfg, loaded.weights, act, shared, ctx)
         await plan.finish(pipelines, budget)
-        passes.append(Pass(plan, act))
+        passes.append(Pass(plan, act, head_start))
     decode, prefill = passes
     sampler = Plan(f"{loaded.manifest.name} sampler")
     ops.sample(sampler, decode.act.logits, decode.act.ids, shared.ring, cfg.vocab_size, RING)
@@ -372,7 +377,8 @@ def _build(
     a: Activations,
     shared: Shared,
     ctx: int,
-) -> None:
+) -> int:
+    """Add the forward pass to ``plan``; returns where its logits dispatches start."""
     n, folds = a.n, _folds(cfg, a.n)
     direct = folds and not cfg.norm.post_norms  # projections add themselves into x
     ops.embed(plan, w["embed.weight"], a.ids, a.x, cfg.embedding_scale, n)
@@ -389,9 +395,11 @@ def _build(
         else:
             _ffn(plan, cfg, w, a, p + "ffn.", normed, direct)
         _residual(plan, cfg, w, a, p + "post_ffn_norm.weight", direct and not moe)
+    head_start = len(plan.dispatches)
     x, fold = _normed(plan, cfg, w, a, "output_norm.weight", folds)
     head = w["embed.weight"] if cfg.tie_embeddings else w["lm_head.weight"]
     ops.matvec(plan, head, x, a.logits, n, fold)
+    return head_start
 
 
 def _folds(cfg: ArchConfig, n: int) -> bool:
