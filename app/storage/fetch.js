@@ -118,7 +118,9 @@ class Job {
   }
 }
 
-async function checkResponse(response, url, job, start) {
+// Check a reply to `Range: bytes=<start>-` (`<start>-<end - 1>` when `end` is given); returns
+// how many body bytes to skip.
+export function checkResponse(response, url, job, start, end) {
   const { status } = response;
   if ([401, 403, 404, 410].includes(status)) throw new SourceError(PERMANENT, `${url}: HTTP ${status}`);
   if (status === 416) {
@@ -136,9 +138,11 @@ async function checkResponse(response, url, job, start) {
       throw new SourceError(BAD_BYTES, `${url}: 206 without a readable Content-Range `
         + '(a cross-origin host must send Access-Control-Expose-Headers: Content-Range)');
     }
-    if (Number(match[1]) !== start || (match[3] !== '*' && Number(match[3]) !== job.size)) {
+    const last = end === undefined ? '' : end - 1;
+    if (Number(match[1]) !== start || (end !== undefined && Number(match[2]) !== last)
+        || (match[3] !== '*' && Number(match[3]) !== job.size)) {
       throw new SourceError(BAD_BYTES, `${url}: Content-Range ${range} does not match `
-        + `bytes ${start}- of a ${job.size}-byte file`);
+        + `bytes ${start}-${last} of a ${job.size}-byte file`);
     }
     return 0;
   }
@@ -146,7 +150,7 @@ async function checkResponse(response, url, job, start) {
   if (length !== null && !response.headers.get('Content-Encoding') && Number(length) !== job.size) {
     throw new SourceError(BAD_BYTES, `${url}: ${length} bytes, expected ${job.size}`);
   }
-  return start;  // a 200 answer to a Range request: the body starts at 0, skip what we have
+  return start;  // a 200 answer to a Range request: the whole file from 0; skip to our start
 }
 
 // Fetch bytes `job.received`.. from `url` into the job's buffer, verifying as blocks fill.
@@ -163,7 +167,7 @@ async function streamFrom(url, job) {
     if (job.signal?.aborted) throw err;
     throw new SourceError(TRANSIENT, `${url}: ${err?.message ?? err}`);
   }
-  let skip = await checkResponse(response, url, job, start);
+  let skip = checkResponse(response, url, job, start);
   const reader = response.body.getReader();
   try {
     for (;;) {

@@ -10,8 +10,8 @@
 // returned or stored. Bulk bytes stay in JS; Python sees only the result object.
 
 import {
-  BAD_BYTES, Fatal, PERMANENT, SourceError, TRANSIENT, abortable, isQuotaError, quotaFatal,
-  sha256Hex,
+  BAD_BYTES, Fatal, SourceError, TRANSIENT, abortable, checkResponse, isQuotaError,
+  quotaFatal, sha256Hex,
 } from './fetch.js';
 
 // Another context holds this shard's partial file: fetch into RAM, and do not wait ~3 s for
@@ -132,39 +132,6 @@ class RangeJob {
     return start === 0 && this.length === this.buffer.length
       ? this.buffer : this.buffer.slice(start, start + this.length);
   }
-}
-
-// Check a reply to `Range: bytes=<start>-<end - 1>`; returns how many body bytes to skip.
-function checkResponse(response, url, job, start, end) {
-  const { status } = response;
-  if ([401, 403, 404, 410].includes(status)) throw new SourceError(PERMANENT, `${url}: HTTP ${status}`);
-  if (status === 416) {
-    throw new SourceError(BAD_BYTES, `${url}: HTTP 416, the file is shorter than ${job.size} bytes`);
-  }
-  if (!response.ok) throw new SourceError(TRANSIENT, `${url}: HTTP ${status}`);
-  const type = response.headers.get('Content-Type') ?? '';
-  if (type.startsWith('text/html')) {
-    throw new SourceError(BAD_BYTES, `${url}: served an HTML page (${type}) instead of the file`);
-  }
-  if (status === 206) {
-    const range = response.headers.get('Content-Range') ?? '';
-    const match = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(range);
-    if (!match) {
-      throw new SourceError(BAD_BYTES, `${url}: 206 without a readable Content-Range `
-        + '(a cross-origin host must send Access-Control-Expose-Headers: Content-Range)');
-    }
-    if (Number(match[1]) !== start || Number(match[2]) !== end - 1
-        || (match[3] !== '*' && Number(match[3]) !== job.size)) {
-      throw new SourceError(BAD_BYTES, `${url}: Content-Range ${range} does not match `
-        + `bytes ${start}-${end - 1} of a ${job.size}-byte file`);
-    }
-    return 0;
-  }
-  const length = response.headers.get('Content-Length');
-  if (length !== null && !response.headers.get('Content-Encoding') && Number(length) !== job.size) {
-    throw new SourceError(BAD_BYTES, `${url}: ${length} bytes, expected ${job.size}`);
-  }
-  return start;  // a 200 answer to a Range request: the whole file; skip to our start
 }
 
 // One Range request for the cover of the blocks still missing, verifying blocks as they fill.
