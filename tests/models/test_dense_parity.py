@@ -10,10 +10,16 @@ from __future__ import annotations
 import pytest
 
 from harness.browser import run_async
-from harness.parity import LONG_PROMPT, PROMPT, RTOL, browser_logits, max_relative_error
+from harness.parity import (
+    LONG_PROMPT,
+    PROMPT,
+    RTOL,
+    browser_logits,
+    max_relative_error,
+    parity_error,
+)
 from harness.tiny_models import (
     DENSE,
-    VOCAB,
     reference_chat_ids,
     reference_greedy,
     reference_logits,
@@ -24,21 +30,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.mark.parametrize("name", DENSE)
 def test_logits_match_transformers(app, model_server, tiny_models, name):
-    ours = browser_logits(app, f"{model_server}{name}/manifest.json", PROMPT)
-    theirs = reference_logits(tiny_models[name], PROMPT)
-    assert ours.shape == theirs.shape == (len(PROMPT), VOCAB)
-    error = max_relative_error(ours, theirs)
-    print(f"{name}: max relative logit error {error:.2e}")
-    assert error < RTOL
+    assert parity_error(app, model_server, tiny_models[name], name, PROMPT) < RTOL
 
 
 @pytest.mark.parametrize("name", ["gemma3", "qwen2"])
 def test_long_prompt_logits_match_transformers(app, model_server, tiny_models, name):
     """Prompts longer than one prefill pass run the tiled products and prefill attention."""
-    ours = browser_logits(app, f"{model_server}{name}/manifest.json", LONG_PROMPT)
-    error = max_relative_error(ours, reference_logits(tiny_models[name], LONG_PROMPT))
-    print(f"{name}, {len(LONG_PROMPT)} tokens: max relative logit error {error:.2e}")
-    assert error < RTOL
+    assert parity_error(app, model_server, tiny_models[name], name, LONG_PROMPT) < RTOL
 
 
 @pytest.mark.parametrize("name", DENSE)

@@ -14,8 +14,15 @@ import numpy as np
 import pytest
 
 from harness.browser import run_async
-from harness.parity import LONG_PROMPT, PROMPT, RTOL, browser_logits, max_relative_error
-from harness.tiny_models import MOE, VOCAB, reference_greedy, reference_logits
+from harness.parity import (
+    LONG_PROMPT,
+    PROMPT,
+    RTOL,
+    browser_logits,
+    max_relative_error,
+    parity_error,
+)
+from harness.tiny_models import MOE, reference_greedy, reference_logits
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -39,21 +46,13 @@ def generate(app, url: str, ids: list[int], count: int) -> dict:
 
 @pytest.mark.parametrize("name", MOE)
 def test_logits_match_transformers(app, model_server, tiny_models, name):
-    ours = browser_logits(app, f"{model_server}{name}/manifest.json", PROMPT)
-    theirs = reference_logits(tiny_models[name], PROMPT)
-    assert ours.shape == theirs.shape == (len(PROMPT), VOCAB)
-    error = max_relative_error(ours, theirs)
-    print(f"{name}: max relative logit error {error:.2e}")
-    assert error < RTOL
+    assert parity_error(app, model_server, tiny_models[name], name, PROMPT) < RTOL
 
 
 @pytest.mark.parametrize("name", MOE)
 def test_long_prompt_logits_match_transformers(app, model_server, tiny_models, name):
     """A full prefill pass: its tokens' experts run grouped by expert."""
-    ours = browser_logits(app, f"{model_server}{name}/manifest.json", LONG_PROMPT)
-    error = max_relative_error(ours, reference_logits(tiny_models[name], LONG_PROMPT))
-    print(f"{name}, {len(LONG_PROMPT)} tokens: max relative logit error {error:.2e}")
-    assert error < RTOL
+    assert parity_error(app, model_server, tiny_models[name], name, LONG_PROMPT) < RTOL
 
 
 @pytest.mark.parametrize("prompt", [PROMPT, LONG_PROMPT], ids=["short", "long"])
