@@ -78,6 +78,10 @@ async function bench() {
     const profile = await doppler.request('profile', { repeats: 10 });
     result.gpuMsPerToken = profile.gpuMsPerToken;  // dispatches timed one pass each
     result.gpuMsByKernel = profile.byKernel;
+    result.gpuDecodePassMs = profile.decodePassMs;  // the step as one pass, as generated
+    result.gpuPrefillPassMs = profile.prefillPassMs;  // one pass of prefillTokens tokens
+    result.prefillTokens = profile.prefillTokens;
+    result.gpuPrefillMsByKernel = profile.prefillByKernel;
   }
   if (expertFraction !== null && result.model.experts) {
     const gpuBudgetBytes = expertBudget(result.model, Number(expertFraction));

@@ -19,6 +19,40 @@ export class PlanRunner {
     pass.end();
   }
 
+  // GPU time of the whole plan in one compute pass, as production encodes it (ms, averaged
+  // over `repeats` runs): against the per-dispatch sum it shows what overlap and the
+  // gaps between dispatches add.
+  async passMs(device, repeats) {
+    const querySet = device.createQuerySet({ type: 'timestamp', count: 2 });
+    const resolved = device.createBuffer({
+      size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const readback = device.createBuffer({
+      size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    let total = 0;
+    for (let r = 0; r < repeats; r++) {
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass({ timestampWrites: {
+        querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+      for (const d of this.dispatches) {
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(d.x, d.y, d.z);
+      }
+      pass.end();
+      encoder.resolveQuerySet(querySet, 0, 2, resolved, 0);
+      encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16);
+      device.queue.submit([encoder.finish()]);
+      await readback.mapAsync(GPUMapMode.READ);
+      const stamps = new BigUint64Array(readback.getMappedRange());
+      total += Number(stamps[1] - stamps[0]) / 1e6;
+      readback.unmap();
+    }
+    querySet.destroy();
+    resolved.destroy();
+    readback.destroy();
+    return total / repeats;
+  }
+
   // GPU time of each dispatch (ms, averaged over `repeats` runs of the whole plan), measured
   // with timestamp queries around a pass per dispatch: a profile, not the production path.
   async profile(device, repeats) {

@@ -78,16 +78,26 @@ def handlers(worker: Worker) -> dict[str, Any]:
         return await session().score(payload or {})
 
     async def profile(payload: dict[str, Any], _emit: Emit) -> dict[str, Any]:
-        """GPU time of one decode step by kernel (timestamp queries; a diagnostic)."""
+        """GPU time of one decode step and of one prefill pass, by kernel (each dispatch in
+        a pass of its own) and whole (one pass, as generation runs them): a diagnostic."""
         model = session().model
         gpu, _ = worker.require_gpu()
         if not gpu.has("timestamp-query"):
             raise DopplerError("this GPU has no timestamp-query feature", "unsupported")
         repeats = int((payload or {}).get("repeats") or 10)
-        by_kernel = await model.decode.plan.profile(gpu.device, repeats)
-        for kernel, ms in (await model.sampler.profile(gpu.device, repeats)).items():
+        device = gpu.device
+        by_kernel = await model.decode.plan.profile(device, repeats)
+        for kernel, ms in (await model.sampler.profile(device, repeats)).items():
             by_kernel[kernel] = by_kernel.get(kernel, 0.0) + ms
-        return {"gpuMsPerToken": sum(by_kernel.values()), "byKernel": by_kernel}
+        decode_pass = await model.decode.plan.pass_ms(device, repeats)
+        return {
+            "gpuMsPerToken": sum(by_kernel.values()),
+            "byKernel": by_kernel,
+            "decodePassMs": decode_pass + await model.sampler.pass_ms(device, repeats),
+            "prefillPassMs": await model.prefill.plan.pass_ms(device, repeats),
+            "prefillTokens": model.prefill.act.n,
+            "prefillByKernel": await model.prefill.plan.profile(device, repeats),
+        }
 
     async def unload(_payload: Any, _emit: Emit) -> dict[str, bool]:
         from doppler_js import storage  # type: ignore[import-not-found]
