@@ -19,7 +19,10 @@ diagnostic(off, subgroup_uniformity);
 //   MODE_NORM:       x -> rmsnorm(x) * (norm + norm_offset): each subgroup (or workgroup)
 //                    sums x^2 itself, so the separate RMSNorm dispatch goes;
 //   MODE_ACCUMULATE: y[i] += product (a residual add);
-//   MODE_GATED:      y[i] = act(gate[i]) * product, act = SiLU or (MODE_GELU) GELU-tanh.
+//   MODE_GATED:      y[i] = act(gate[i]) * product, act = SiLU or (MODE_GELU) GELU-tanh;
+//   MODE_PAIR:       (with subgroups) W is [gate; up] and y[i] = act(W[i] x) * W[pair_row0 + i] x
+//                    for i < rows (the output rows): one dispatch for a gated FFN's two
+//                    projections, act by MODE_GELU as above.
 // With subgroups, the whole workgroup works on GROUP rows at a time (x is loaded once per
 // GROUP rows; their sums are one vec4). Without subgroups, WG / ROWS_PER_WG invocations per
 // row and a tree in workgroup memory.
@@ -33,14 +36,19 @@ diagnostic(off, subgroup_uniformity);
 // min(ceil(rows / ROWS_PER_WG), 65535); tiles the same with z = ceil(n_tokens / TILE);
 // matmat (grid_x, ceil(rows / grid_x), ceil(n_tokens / TOKENS)), grid_x = min(rows, 65535).
 // WG must be a power of two.
-//   MODE_CACHE:      (with subgroups, one token, kv projections) y is a KV cache
-//                    [heads, max_ctx, head_dim]: row h * head_dim + d goes to position
-//                    positions[0] of head h (nothing past max_ctx);
-//   MODE_ROPE:       (with MODE_CACHE) RoPE of rope_dim dims (inv_freq) on each head first,
-//                    so a k projection writes the cache directly (ROWS_PER_WG a multiple of 4).
+// With the KV_OUT flag (subgroups only) the gate binding gives way to k_out and v_out, so
+// one dispatch can serve a layer's fused [q; k; v] projection:
+//   MODE_KV:         rows [k_row0, v_row0) go to k_out[r - k_row0] and rows [v_row0, rows)
+//                    to v_out[r - v_row0]; rows before k_row0 to y (k_row0 and v_row0
+//                    multiples of GROUP, so no group straddles two outputs);
+//   MODE_CACHE:      (with MODE_KV, one token) k_out and v_out are KV caches [heads, max_ctx,
+//                    head_dim]: k/v row h * head_dim + d goes to position positions[0] of
+//                    head h (nothing past max_ctx);
+//   MODE_ROPE:       (with MODE_KV) RoPE of rope_dim dims (inv_freq) on each k head first, so a
+//                    k projection writes the cache directly (ROWS_PER_WG a multiple of 4).
 // Bindings: weight (0, u32 words), x (1, f32), y (2, f32), params (3); matvec also norm (4,
-// f32, >= cols), gate (5, f32, y's length), positions (6, u32) and inv_freq (7, f32): bind
-// any other read-only buffers when unused.
+// f32, >= cols), gate (5, f32, y's length; KV_OUT: k_out), positions (6, u32), inv_freq (7,
+// f32) and with KV_OUT v_out (8): bind any other read-only buffers when unused.
 
 struct Params {
   rows: u32,       // rows in this weight binding
@@ -59,14 +67,19 @@ struct Params {
   max_ctx: u32,    // MODE_CACHE: positions per kv head in the cache
   rope_dim: u32,   // MODE_ROPE: rotated dims per head (a multiple of 4) and the pairing
   interleaved: u32,
+  k_row0: u32,     // MODE_KV: the first k row and the first v row
+  v_row0: u32,
+  pair_row0: u32,  // MODE_PAIR: the first up row
 }
 
 const MODE_ACCUMULATE: u32 = 1u;
 const MODE_GATED: u32 = 2u;
 const MODE_GELU: u32 = 4u;
 const MODE_NORM: u32 = 8u;
-const MODE_CACHE: u32 = 16u;
+const MODE_KV: u32 = 16u;
 const MODE_ROPE: u32 = 32u;
+const MODE_CACHE: u32 = 64u;
+const MODE_PAIR: u32 = 128u;
 
 @group(0) @binding(0) var<storage, read> weight: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -74,7 +87,12 @@ const MODE_ROPE: u32 = 32u;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 @group(0) @binding(4) var<storage, read> norm: array<vec4<f32>>;
+#if KV_OUT
+@group(0) @binding(5) var<storage, read_write> k_out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> v_out: array<f32>;
+#else
 @group(0) @binding(5) var<storage, read> gate: array<f32>;
+#endif
 @group(0) @binding(6) var<storage, read> positions: array<u32>;
 @group(0) @binding(7) var<storage, read> inv_freq: array<f32>;
 
@@ -150,54 +168,78 @@ fn rows_dot(r0: u32, n: u32, lane: u32, lanes: u32) -> vec4<f32> {
   return acc;
 }
 
-// MODE_ROPE orders the rows of each head so that rows 2p and 2p + 1 of it are the dims that
-// RoPE's pair p rotates together (p < rope_dim / 2); a GROUP then holds two whole pairs.
+fn is_k_row(v: u32) -> bool {
+  return has(MODE_KV) && v >= params.k_row0 && v < params.v_row0;
+}
+
+// MODE_ROPE orders the rows of each k head so that rows 2p and 2p + 1 of it are the dims
+// that RoPE's pair p rotates together (p < rope_dim / 2); a GROUP then holds two whole pairs.
 fn row_of(v: u32) -> u32 {
-  if (!has(MODE_ROPE)) { return v; }
-  let head = v / params.head_dim;
-  let j = v % params.head_dim;
+  if (!has(MODE_ROPE) || !is_k_row(v)) { return v; }
+  let head = (v - params.k_row0) / params.head_dim;
+  let j = (v - params.k_row0) % params.head_dim;
   if (j >= params.rope_dim) { return v; }
   let p = j / 2u;
   var dim = p + (j % 2u) * (params.rope_dim / 2u);
   if (params.interleaved != 0u) { dim = j; }
-  return head * params.head_dim + dim;
+  return params.k_row0 + head * params.head_dim + dim;
 }
 
 // A group's finished products (rows r0 .. r0 + n - 1) through the mode's epilogue; MODE_ROPE
-// rotates its two pairs first (the group starts a pair: r0 is a multiple of GROUP).
+// rotates the two pairs of a k group first (the group starts a pair: r0 is a multiple of
+// GROUP).
 fn store_group(r0: u32, n: u32, sums: vec4<f32>) {
   var values = sums;
   let pos = positions[0];
-  if (has(MODE_ROPE) && r0 % params.head_dim < params.rope_dim) {
-    let p = (r0 % params.head_dim) / 2u;
+  let in_head = (r0 - params.k_row0) % params.head_dim;
+  if (has(MODE_ROPE) && is_k_row(r0) && in_head < params.rope_dim) {
+    let p = in_head / 2u;
     let first = rotate(values.xy, cos_sin(f32(pos) * inv_freq[p]));
     let second = rotate(values.zw, cos_sin(f32(pos) * inv_freq[p + 1u]));
     values = vec4<f32>(first, second);
   }
   for (var j = 0u; j < n; j++) {
     let r = row_of(r0 + j);
-    if (has(MODE_CACHE)) {
-      let head = r / params.head_dim;
-      if (pos < params.max_ctx) {
-        y[(head * params.max_ctx + pos) * params.head_dim + r % params.head_dim] = values[j];
-      }
-    } else {
-      store(r, values[j]);
+#if KV_OUT
+    if (has(MODE_KV) && r >= params.k_row0) {
+      store_kv(r, values[j], pos);
+      continue;
     }
+#endif
+    store(r, values[j]);
   }
 }
+
+#if KV_OUT
+// A k or v row (MODE_KV) into k_out or v_out: flat, or at its cache position (MODE_CACHE).
+fn store_kv(r: u32, value: f32, pos: u32) {
+  let is_v = r >= params.v_row0;
+  var i = r - select(params.k_row0, params.v_row0, is_v);
+  if (has(MODE_CACHE)) {
+    if (pos >= params.max_ctx) { return; }
+    i = ((i / params.head_dim) * params.max_ctx + pos) * params.head_dim + i % params.head_dim;
+  }
+  if (is_v) { v_out[i] = value; } else { k_out[i] = value; }
+}
+#endif
 
 // Row r's finished product into y, through the mode's epilogue.
 fn store(r: u32, value: f32) {
   let i = params.row0 + r;
   if (has(MODE_ACCUMULATE)) {
     y[i] += value;
+#if !KV_OUT
   } else if (has(MODE_GATED)) {
     let g = gate[i];
-    y[i] = select(silu(g), gelu_tanh(g), has(MODE_GELU)) * value;
+    y[i] = activate(g) * value;
+#endif
   } else {
     y[i] = value;
   }
+}
+
+fn activate(g: f32) -> f32 {
+  return select(silu(g), gelu_tanh(g), has(MODE_GELU));
 }
 
 #if HAS_SUBGROUPS
@@ -205,6 +247,7 @@ fn store(r: u32, value: f32) {
 // so that each subgroup's lanes are consecutive, whatever the subgroup size and layout.
 var<workgroup> next_row: atomic<u32>;
 var<workgroup> partials: array<vec4<f32>, WG>;
+var<workgroup> pair_partials: array<vec4<f32>, WG>;  // MODE_PAIR: the up rows' sums
 
 // The whole workgroup strides over the units of each GROUP of its ROWS_PER_WG rows (split-K,
 // so long rows and few rows still fill the GPU); each invocation leaves its GROUP sums in
@@ -228,15 +271,28 @@ fn matvec(
   let scale = norm_scale(squares);
   let first = (wid.y * params.grid_x + wid.x) * ROWS_PER_WG;
   let end = min(first + ROWS_PER_WG, params.rows);
+  let pair = has(MODE_PAIR);
   for (var r0 = first; r0 < end; r0 += GROUP) {
     let n = min(GROUP, end - r0);
     partials[index] = rows_dot(r0, n, index, WG);
+    if (pair) { pair_partials[index] = rows_dot(params.pair_row0 + r0, n, index, WG); }
     workgroupBarrier();
     if (base == 0u) {
       var total = vec4<f32>();
-      for (var i = index; i < WG; i += count) { total += partials[i]; }
+      var up = vec4<f32>();
+      for (var i = index; i < WG; i += count) {
+        total += partials[i];
+        if (pair) { up += pair_partials[i]; }
+      }
       total = subgroupAdd(total) * scale;
-      if (index == 0u) { store_group(r0, n, total); }
+      up = subgroupAdd(up) * scale;
+      if (index == 0u) {
+        if (pair) {
+          for (var j = 0u; j < n; j++) { store(r0 + j, activate(total[j]) * up[j]); }
+        } else {
+          store_group(r0, n, total);
+        }
+      }
     }
     workgroupBarrier();
   }

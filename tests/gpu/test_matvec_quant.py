@@ -47,12 +47,17 @@ def run(
     cache=(0, 0),
     rope=None,
     position=0,
+    kv=None,
+    pair=0,
 ):
     """One dispatch over the packed rows; y has y_rows rows per token (default: all rows).
     matvec's folds: ``mode`` bits with the ``norm`` weights, the ``gate`` input and y's
-    initial value ``y_init`` (else y starts as NaN); MODE_CACHE's ``cache`` = (head_dim,
-    max_ctx) at ``position``, MODE_ROPE's ``rope`` = (inv_freq, rot_dim, interleaved)."""
+    initial value ``y_init`` (else y starts as NaN); MODE_KV's ``kv`` = (k_out initial,
+    v_out initial, k_row0, v_row0) (then returns y, k_out, v_out), MODE_CACHE's ``cache`` =
+    (head_dim, max_ctx) at ``position``, MODE_ROPE's ``rope`` = (inv_freq, rot_dim,
+    interleaved); MODE_PAIR's first up row ``pair`` (``shape`` = the [gate; up] weight)."""
     rows, cols = shape
+    rows = pair or rows
     y_rows = y_rows or rows
     groups = rows if entry == "matmat" else -(-rows // rows_per_wg)
     grid_x = grid_x or min(groups, 65535)
@@ -61,17 +66,14 @@ def run(
     if entry != "matvec":
         grid += (-(-n_tokens // TOKENS_PER_TILE[entry]),)
     x = x.astype(np.float32)
-    if y_init is None:
-        y = write(2, n_tokens * y_rows)
-    else:
-        y = Buffer(2, "write", array=y_init.astype(np.float32), count=y_init.size)
+    y = write(2, n_tokens * y_rows) if y_init is None else initial(2, y_init)
     buffers = [
         read(0, packed),
         read(1, x),
         y,
         params(
             3,
-            "IIIIIIIIIIffIIII",
+            "IIIIIIIIIIffIIIIIII",
             rows,
             cols,
             grid_x,
@@ -86,22 +88,35 @@ def run(
             offset,
             *cache,
             *(rope[1:] if rope else (0, 0)),
+            *(kv[2:] if kv else (0, 0)),
+            pair,
         ),
     ]
     if entry == "matvec":
-        buffers += [read(4, x if norm is None else norm), read(5, x if gate is None else gate)]
+        buffers += [read(4, x if norm is None else norm)]
+        if kv is None:
+            buffers += [read(5, x if gate is None else gate)]
+        else:
+            buffers += [initial(5, kv[0]), initial(8, kv[1])]
         freqs = x if rope is None else rope[0]
         buffers += [read(6, np.array([position], np.uint32)), read(7, freqs)]
-    (out,) = kernels.run(
+    out, *kv_out = kernels.run(
         "matvec_quant",
         buffers,
         grid,
         entry=entry,
-        flags=(flag(layout),),
+        flags=(flag(layout),) + (("KV_OUT",) if kv is not None else ()),
         constants={"WG": wg} if entry == "matmat" else {"WG": wg, "ROWS_PER_WG": rows_per_wg},
         source=source,
     )
+    if kv is not None:
+        return out, *kv_out
     return out.reshape(n_tokens, y_rows)
+
+
+def initial(binding, array):
+    """A read-write buffer that starts as ``array``."""
+    return Buffer(binding, "write", array=array.astype(np.float32), count=array.size)
 
 
 def case(layout, rows, cols, n_tokens=1):
@@ -228,7 +243,8 @@ def fold_case(layout, shape, mode):
     return packed, keywords, x[0], want, bound
 
 
-MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM, MODE_CACHE, MODE_ROPE = 1, 2, 4, 8, 16, 32
+MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM = 1, 2, 4, 8
+MODE_KV, MODE_ROPE, MODE_CACHE, MODE_PAIR = 16, 32, 64, 128
 FOLDS = {
     "norm": MODE_NORM,
     "accumulate": MODE_ACCUMULATE,
@@ -284,50 +300,114 @@ def test_tiles_match_numpy(kernel_variants, layout, n_tokens, rows_per_wg):
 CACHE_BUGS = {
     "rope pairs": ("(j % 2u) * (params.rope_dim / 2u)", "(j % 2u) * (params.rope_dim / 4u)"),
     "second pair's angle": ("inv_freq[p + 1u]", "inv_freq[p]"),
-    "cache head stride": ("(head * params.max_ctx + pos)", "(head * (params.max_ctx - 1u) + pos)"),
+    "cache head stride": (
+        "((i / params.head_dim) * params.max_ctx + pos)",
+        "((i / params.head_dim) * (params.max_ctx - 1u) + pos)",
+    ),
+    "v rows as k": ("r >= params.v_row0;", "r > params.v_row0;"),
 }
 
 
+def plant(bugs, bug):
+    if bug is None:
+        return None
+    good, bad = bugs[bug]
+    source = shader_source("matvec_quant.wgsl")
+    assert good in source, "update the control"
+    return source.replace(good, bad)
+
+
 @pytest.mark.parametrize(
-    ("interleaved", "rope", "bug"),
+    ("interleaved", "cache", "bug"),
     [(False, True, None), (True, True, None), (False, False, None)]
     + [(False, True, bug) for bug in sorted(CACHE_BUGS)],
 )
-def test_kv_projection_into_the_cache(kernels, interleaved, rope, bug):
-    """MODE_CACHE (+ MODE_ROPE): a k/v projection rotated and stored at its cache position;
-    planted bugs in the pairing, the angles and the cache layout fail the comparison."""
-    source = None
-    if bug is not None:
-        good, bad = CACHE_BUGS[bug]
-        source = shader_source("matvec_quant.wgsl")
-        assert good in source, "update the control"
-        source = source.replace(good, bad)
-    heads, head_dim, cols, max_ctx, position = 3, 16, 128, 9, 6
-    packed, weights, x = case("q4_0", heads * head_dim, cols)
+def test_qkv_projection_routes_k_and_v(kernels, interleaved, cache, bug):
+    """MODE_KV: one [q; k; v] projection, q rows to y and k/v rows to their own outputs;
+    with MODE_CACHE + MODE_ROPE k is rotated and both land at their cache position. Planted
+    bugs in the pairing, the angles, the cache layout and the routing fail the comparison."""
+    q_heads, heads, head_dim, cols, max_ctx, position = 4, 3, 16, 128, 9, 6
+    q_rows, kv_rows = q_heads * head_dim, heads * head_dim
+    rows = q_rows + 2 * kv_rows
+    packed, weights, x = case("q4_0", rows, cols)
     freqs = np.asarray(inv_freq(head_dim, 10000.0, None), np.float32)
-    mode = MODE_CACHE | (MODE_ROPE if rope else 0)
-    got = run(
+    out_size = heads * max_ctx * head_dim if cache else kv_rows
+    nan = np.full(out_size, np.nan, np.float32)
+    mode = MODE_KV | (MODE_CACHE | MODE_ROPE if cache else 0)
+    q, k, v = run(
         kernels,
         "q4_0",
         packed,
-        (heads * head_dim, cols),
+        (rows, cols),
         x[0],
         rows_per_wg=4,
         mode=mode,
         cache=(head_dim, max_ctx),
-        rope=(freqs, head_dim, interleaved) if rope else None,
+        rope=(freqs, head_dim, interleaved) if cache else None,
         position=position,
-        y_init=np.full(heads * max_ctx * head_dim, np.nan, np.float32),
-        y_rows=heads * max_ctx * head_dim,
-        source=source,
-    ).reshape(heads, max_ctx, head_dim)
-    want = (weights @ x[0].astype(np.float64)).reshape(1, heads, head_dim)
-    if rope:
-        want = rope_ref(want, np.array([position]), freqs, head_dim, interleaved)
+        kv=(nan, nan, q_rows, q_rows + kv_rows),
+        y_rows=q_rows,
+        source=plant(CACHE_BUGS, bug),
+    )
+    want = weights @ x[0].astype(np.float64)
+    want_q, want_k, want_v = np.split(want, [q_rows, q_rows + kv_rows])
+    if cache:
+        want_k = rope_ref(
+            want_k.reshape(1, heads, head_dim), np.array([position]), freqs, head_dim, interleaved
+        )
 
     def compare():
-        np.testing.assert_allclose(got[:, position], want[0], rtol=1e-4, atol=1e-4)
-        assert np.isnan(np.delete(got, position, axis=1)).all()
+        np.testing.assert_allclose(q, want_q, rtol=1e-4, atol=1e-4)
+        for got, expected in ((k, want_k), (v, want_v)):
+            if cache:
+                got = got.reshape(heads, max_ctx, head_dim)
+                np.testing.assert_allclose(
+                    got[:, position], expected.reshape(heads, head_dim), rtol=1e-4, atol=1e-4
+                )
+                assert np.isnan(np.delete(got, position, axis=1)).all()
+            else:
+                np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+    if bug is None:
+        compare()
+    else:
+        with pytest.raises(AssertionError):
+            compare()
+
+
+PAIR_BUGS = {"up rows offset": ("params.pair_row0 + r0", "params.pair_row0 + r0 + 1u")}
+
+
+@pytest.mark.parametrize(("gelu", "bug"), [(False, None), (True, None), (False, "up rows offset")])
+def test_gate_up_pair_in_one_dispatch(kernels, gelu, bug):
+    """MODE_PAIR: y = act(gate rows . rmsnorm(x)) * (up rows . rmsnorm(x)) from one [gate; up]
+    weight, against numpy; a planted offset of the up rows fails."""
+    ff, cols = 37, 576
+    packed, weights, x = case("q4_0", 2 * ff, cols)
+    norm = RNG.standard_normal(cols).astype(np.float32)
+    mode = MODE_PAIR | MODE_NORM | (MODE_GELU if gelu else 0)
+    got = run(
+        kernels,
+        "q4_0",
+        packed,
+        (2 * ff, cols),
+        x[0],
+        rows_per_wg=4,
+        mode=mode,
+        norm=norm,
+        eps=1e-5,
+        offset=1.0,
+        pair=ff,
+        source=plant(PAIR_BUGS, bug),
+    )[0]
+    xs = rmsnorm64(x[0], norm, 1e-5, 1.0)
+    gate, up = weights[:ff] @ xs, weights[ff:] @ xs
+    want = act64(gate, gelu) * up
+    bound = 1e-5 * (np.abs(weights[:ff]) @ np.abs(xs)) * np.abs(up) + 1e-5 * np.abs(want) + 1e-6
+
+    def compare():
+        err = np.abs(got - want)
+        assert (err <= bound).all(), f"max error/bound {np.nanmax(err / bound):.3g}"
 
     if bug is None:
         compare()

@@ -8,7 +8,9 @@ from harness.browser import run_async
 from harness.tiny_models import VOCAB, reference_logits
 
 PROMPT = [3, 17, 99, 42, 5, 64, 7, 120, 33, 8]
-LONG_PROMPT = [(37 * i + 11) % VOCAB for i in range(41)]  # a full prefill pass, then decode
+LONG_PROMPT = [(37 * i + 11) % VOCAB for i in range(41)]  # a full prefill pass, a padded one
+# a full prefill pass, then single-token passes for a remainder too short for a padded pass
+REMAINDER_PROMPT = LONG_PROMPT[:34]
 RTOL = 1e-4  # max |ours - theirs| relative to max |theirs| per position
 
 

@@ -13,12 +13,14 @@ from harness.browser import run_async
 from harness.parity import (
     LONG_PROMPT,
     PROMPT,
+    REMAINDER_PROMPT,
     RTOL,
     browser_logits,
     max_relative_error,
     parity_error,
 )
 from harness.tiny_models import (
+    CONFIGS,
     DENSE,
     reference_chat_ids,
     reference_greedy,
@@ -33,10 +35,21 @@ def test_logits_match_transformers(app, model_server, tiny_models, name):
     assert parity_error(app, model_server, tiny_models[name], name, PROMPT) < RTOL
 
 
+@pytest.mark.parametrize("prompt", [LONG_PROMPT, REMAINDER_PROMPT], ids=len)
 @pytest.mark.parametrize("name", ["gemma3", "qwen2"])
-def test_long_prompt_logits_match_transformers(app, model_server, tiny_models, name):
-    """Prompts longer than one prefill pass run the tiled products and prefill attention."""
-    assert parity_error(app, model_server, tiny_models[name], name, LONG_PROMPT) < RTOL
+def test_long_prompt_logits_match_transformers(app, model_server, tiny_models, name, prompt):
+    """Prompts longer than one prefill pass run the tiled products and prefill attention,
+    then a padded partial pass or single-token passes."""
+    assert parity_error(app, model_server, tiny_models[name], name, prompt) < RTOL
+
+
+# embed + per layer + LM head + sample. Per layer: qkv, split, combine, o, gate_up, down;
+# qwen2 adds 3 biases and rope_store (no cache writes from the projection with biases);
+# gemma3 rope_store (its k norm) and two post-norms.
+PER_LAYER = {"llama": 6, "llama3_scaled": 6, "qwen2": 10, "gemma3": 9}
+DECODE_DISPATCHES = {
+    name: 3 + CONFIGS[name]["num_hidden_layers"] * count for name, count in PER_LAYER.items()
+}
 
 
 @pytest.mark.parametrize("name", DENSE)
@@ -57,6 +70,8 @@ def test_greedy_continuation_matches_transformers(app, model_server, tiny_models
     assert result["tokenIds"] == reference_greedy(tiny_models[name], PROMPT, 16)
     assert result["finishReason"] == "length"
     assert result["stats"]["promptTokens"] == len(PROMPT)
+    # the fused decode kernels ran: q/k/v in one dispatch, gate/up in another
+    assert result["stats"]["dispatchesPerToken"] == DECODE_DISPATCHES[name]
 
 
 def test_tolerance_catches_a_broken_rope(app, model_server, tiny_models):

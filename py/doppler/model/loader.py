@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from doppler.format.index import Index, parse_index
+from doppler.format.index import Index, TensorEntry, parse_index
 from doppler.format.manifest import Manifest, model_id, parse_manifest
 from doppler.format.names import expert_of
 from doppler.gpu.budget import GpuBudget
 from doppler.gpu.device import Gpu
 from doppler.jsffi import js
-from doppler.model.weights import Piece, Weight, allocate, pieces
+from doppler.model.weights import Piece, Weight, allocate, allocate_fused, fused_groups, pieces
 from doppler.moe.experts import ExpertCatalog, catalog
 from doppler.storage.cache import estimate
 from doppler.storage.errors import QuotaExceeded, StorageFull
@@ -152,17 +152,23 @@ async def _load(
         tokenizer = json.loads((await tier.get(ref.name, ref.size)).data.to_bytes())
 
     limit = gpu.limits["maxStorageBufferBindingSize"]
-    weights: dict[str, Weight] = {}
-    by_shard: dict[str, list[Piece]] = {}
     shard_index: dict[str, Index] = {}
+    entries: dict[str, TensorEntry] = {}
     for index in indexes:
         shard_index.update({name: index for name in index.shards})
-        for name, entry in index.tensors.items():
-            if expert_of(name) is not None:
-                continue  # experts go to the pager's slots, not to buffers of their own
+        # experts go to the pager's slots, not to buffers of their own
+        entries.update({n: e for n, e in index.tensors.items() if expert_of(n) is None})
+    weights: dict[str, Weight] = {}
+    alignment = gpu.limits["minStorageBufferOffsetAlignment"]
+    for fused, members in fused_groups(entries, limit, alignment).items():
+        weights[fused], parts = allocate_fused(fused, [entries[m] for m in members], budget)
+        weights.update({part.name: part for part in parts})
+    by_shard: dict[str, list[Piece]] = {}
+    for name, entry in entries.items():
+        if name not in weights:
             weights[name] = allocate(entry, budget, limit)
-            for shard, items in pieces(entry, weights[name]).items():
-                by_shard.setdefault(shard, []).extend(items)
+        for shard, items in pieces(entry, weights[name]).items():
+            by_shard.setdefault(shard, []).extend(items)
     files.update({shard: index.shards[shard].size for shard, index in shard_index.items()})
     await tier.remember(record())
     loaded = LoadedModel(

@@ -172,13 +172,25 @@ def add(plan: Plan, x: JsProxy, y: JsProxy, n: int, period: int | None = None) -
 
 
 @dataclass(frozen=True)
+class KvRoute:
+    """Where a fused [q; k; v] projection's k and v rows go (rows from ``k_row0`` to
+    ``k_out``, from ``v_row0`` to ``v_out``; the q rows before them to y)."""
+
+    k_out: JsProxy
+    v_out: JsProxy
+    k_row0: int
+    v_row0: int
+
+
+@dataclass(frozen=True)
 class Fold:
     """What a decode ``matvec`` folds in around ``W x`` (see matvec_quant.wgsl's modes):
     an RMSNorm of x (``norm`` weight, ``eps``, ``offset``), then either ``y += W x``
-    (``accumulate``) or ``y = act(gate) * W x`` (``gate`` buffer, ``activation``); or, for a
-    k/v projection with subgroups, y is a KV cache written at ``positions[0]`` (``cache`` =
-    (positions, head_dim, max_ctx)), k rotated by RoPE first (``rope`` = (inv_freq,
-    rot_dim, interleaved))."""
+    (``accumulate``) or ``y = act(gate) * W x`` (``gate`` buffer, ``activation``), or, for a
+    [gate; up] weight, ``y = act(gate rows x) * (up rows x)`` (``pair`` = the first up row).
+    With subgroups, the k and v rows of a projection can go elsewhere (``kv``): into KV
+    caches written at ``positions[0]`` (``cache`` = (positions, head_dim, max_ctx)), k
+    rotated by RoPE first (``rope`` = (inv_freq, rot_dim, interleaved))."""
 
     norm: Weight | None = None
     eps: float = 0.0
@@ -186,22 +198,27 @@ class Fold:
     accumulate: bool = False
     gate: JsProxy | None = None
     activation: str = "silu"
+    pair: int = 0
+    kv: KvRoute | None = None
     cache: tuple[JsProxy, int, int] | None = None
     rope: tuple[JsProxy, int, bool] | None = None
 
     def mode(self) -> int:
-        gated = self.gate is not None
+        gated = self.gate is not None or self.pair > 0
         return (
             MODE_ACCUMULATE * self.accumulate
-            + MODE_GATED * gated
+            + MODE_GATED * (self.gate is not None)
             + MODE_GELU * (gated and self.activation == "gelu_tanh")
             + MODE_NORM * (self.norm is not None)
-            + MODE_CACHE * (self.cache is not None)
+            + MODE_KV * (self.kv is not None)
             + MODE_ROPE * (self.rope is not None)
+            + MODE_CACHE * (self.cache is not None)
+            + MODE_PAIR * (self.pair > 0)
         )
 
 
-MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM, MODE_CACHE, MODE_ROPE = 1, 2, 4, 8, 16, 32
+MODE_ACCUMULATE, MODE_GATED, MODE_GELU, MODE_NORM = 1, 2, 4, 8
+MODE_KV, MODE_ROPE, MODE_CACHE, MODE_PAIR = 16, 32, 64, 128
 
 
 def matvec(
@@ -213,8 +230,9 @@ def matvec(
     fold = fold or Fold()
     if fold.mode() and (n_tokens != 1 or weight.row_len % 4):
         raise ValueError(f"{weight.name}: folds need one token and rows of a multiple of 4")
-    if fold.cache and ("subgroups" not in plan.features or len(weight.parts) > 1):
-        raise ValueError(f"{weight.name}: cache writes need subgroups and one weight part")
+    routed = fold.kv is not None or fold.pair > 0
+    if routed and ("subgroups" not in plan.features or len(weight.parts) > 1):
+        raise ValueError(f"{weight.name}: kv and pair folds need subgroups and one weight part")
     row_words, plane1, plane2 = layout_words(weight.layout, weight.row_len)
     vector = weight.row_len % 4 == 0
     entry = ("matvec" if n_tokens == 1 else "tiles") if vector else "matmat"
@@ -226,10 +244,11 @@ def matvec(
     if entry == "tiles":
         rows_per_wg = TILES_ROWS_PER_WG
         constants = (("ROWS_PER_WG", rows_per_wg),)
+    flags = {layout_flag(weight.layout)} | ({"KV_OUT"} if fold.kv else set())
     key = PipelineKey(
         "matvec_quant",
         entry=entry,
-        flags=frozenset({layout_flag(weight.layout)}),
+        flags=frozenset(flags),
         constants=constants if vector else (),
     )
     extra = []
@@ -237,13 +256,18 @@ def matvec(
     inv_freq, rot_dim, interleaved = fold.rope or (x, 0, False)
     if entry == "matvec":
         norm = fold.norm.parts[0].buffer if fold.norm else x
-        extra = [Binding(4, norm), Binding(5, fold.gate if fold.gate is not None else x)]
-        extra += [Binding(6, positions), Binding(7, inv_freq)]
+        extra = [Binding(4, norm), Binding(6, positions), Binding(7, inv_freq)]
+        if fold.kv is not None:
+            extra += [Binding(5, fold.kv.k_out), Binding(8, fold.kv.v_out)]
+        else:
+            extra += [Binding(5, fold.gate if fold.gate is not None else x)]
+    k_row0, v_row0 = (fold.kv.k_row0, fold.kv.v_row0) if fold.kv else (0, 0)
     for part in weight.parts:
-        gx, gy = grid(ceil_div(part.rows, rows_per_wg) if vector else part.rows)
+        rows = fold.pair or part.rows  # a pair's outputs: one per (gate, up) row
+        gx, gy = grid(ceil_div(rows, rows_per_wg) if vector else rows)
         params = pack(
-            "IIIIIIIIIIffIIII",
-            part.rows,
+            "IIIIIIIIIIffIIIIIII",
+            rows,
             weight.row_len,
             gx,
             part.row0,
@@ -259,9 +283,13 @@ def matvec(
             max_ctx,
             rot_dim,
             int(interleaved),
+            k_row0,
+            v_row0,
+            fold.pair,
         )
         groups = (gx, gy, ceil_div(n_tokens, MATMAT_TOKENS[entry]))
-        bindings = [Binding(0, part.buffer), Binding(1, x), Binding(2, y), *extra]
+        weights = Binding(0, part.buffer, part.offset, part.nbytes)
+        bindings = [weights, Binding(1, x), Binding(2, y), *extra]
         plan.add(key, bindings, params, groups, params_binding=3)
 
 

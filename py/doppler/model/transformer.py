@@ -40,6 +40,10 @@ RUNNABLE_ARCHS = ("llama", "qwen2", "gemma3", "mixtral", "qwen2_moe", "qwen3_moe
 PLAN_RESERVE_BYTES = 2 << 20  # of gpuBudgetBytes kept from the expert arenas for plan uniforms
 RING = 64  # sampled-token ring slots; more than the passes ever in flight
 PREFILL_TOKENS = 32  # tokens per prefill pass (4 tiles of the matvec kernel's 8)
+# a prompt's last, partial chunk of at least this many tokens runs as one padded prefill pass
+# (the padding's KV entries lie past the prompt and are overwritten before anything reads
+# them); fewer run as single-token passes, which cost less than a whole chunk
+PADDED_CHUNK_MIN = 4
 SPLIT_LEN = 64  # decode attention: keys per split-K workgroup
 
 
@@ -158,16 +162,21 @@ class Model:
             yield int(token)
 
     def _passes(self, count: int) -> list[tuple[int, int, Pass]]:
-        """Cover positions [0, count): full prefill chunks, then single-token passes (only
-        single-token ones when a chunk's experts might not fit a layer's GPU slots)."""
+        """Cover positions [0, count): prefill chunks (the last one padded), then single-token
+        passes for a short remainder (only single-token ones when a chunk's experts might not
+        fit a layer's GPU slots)."""
         full = count - count % PREFILL_TOKENS
+        if count - full >= PADDED_CHUNK_MIN:
+            full = count
         experts = self.experts
         if experts is not None and not experts.resident:
             moe = self.config.moe
             assert moe is not None
             if experts.slots_per_layer() < min(moe.num_experts, PREFILL_TOKENS * moe.top_k):
                 full = 0
-        chunks = [(s, PREFILL_TOKENS, self.prefill) for s in range(0, full, PREFILL_TOKENS)]
+        chunks = [
+            (s, min(PREFILL_TOKENS, full - s), self.prefill) for s in range(0, full, PREFILL_TOKENS)
+        ]
         return chunks + [(s, 1, self.decode) for s in range(full, count)]
 
     def _cap(self, row: list[float]) -> list[float]:
@@ -183,8 +192,8 @@ class Model:
         and its expert ids read back so the pager can make them resident; the encoder
         returned holds the last segment."""
         device = self.gpu.device
-        if ids is not None:
-            device.queue.writeBuffer(run.act.ids, 0, _u32(ids))
+        if ids is not None:  # a partial chunk is padded with token 0
+            device.queue.writeBuffer(run.act.ids, 0, _u32(ids + [0] * (run.act.n - len(ids))))
         device.queue.writeBuffer(run.act.positions, 0, _u32(list(range(start, start + run.act.n))))
         begin = 0
         for end, layer in run.plan.marks:
@@ -444,11 +453,16 @@ def _project(
     n: int,
     fold: ops.Fold | None = None,
 ) -> None:
-    weight = w[name + ".weight"]
-    ops.matvec(plan, weight, x, y, n, fold)
+    ops.matvec(plan, w[name + ".weight"], x, y, n, fold)
+    _bias(plan, w, name, y, n)
+
+
+def _bias(plan: Plan, w: dict[str, Weight], name: str, y: JsProxy, n: int) -> None:
+    """y += the projection's bias (one row per token), where it has one."""
     bias = w.get(name + ".bias")
     if bias is not None:
-        ops.add(plan, bias.parts[0].buffer, y, n * weight.rows, period=bias.row_len)
+        rows = w[name + ".weight"].rows
+        ops.add(plan, bias.parts[0].buffer, y, n * rows, period=bias.row_len)
 
 
 def _attention(
@@ -469,23 +483,41 @@ def _attention(
     sliding = cfg.layer_types[layer] == "sliding"
     freqs = shared.inv_freq["sliding" if sliding else "full"]
     interleaved = cfg.rope.style == "interleaved"
-    _project(plan, w, p + "q", x, a.q, n, fold)
-    # decode without k norm or biases: the k/v projections rotate and store into the cache
+    routed = fold.mode() != 0 and "subgroups" in plan.features  # decode: kv rows routed
+    # without k norm or biases, k is rotated and k/v stored into the cache by the projection
     to_cache = (
-        fold.mode() != 0
-        and "subgroups" in plan.features
+        routed
         and cfg.qk_norm == "none"
         and cfg.rope.dim % 4 == 0
         and not any(p + f"{m}.bias" in w or len(w[p + f"{m}.weight"].parts) > 1 for m in "kv")
     )
-    if to_cache:
-        cache = (a.positions, d, ctx)
-        k_fold = replace(fold, cache=cache, rope=(freqs, cfg.rope.dim, interleaved))
-        ops.matvec(plan, w[p + "k.weight"], x, shared.kv[layer][0], n, k_fold)
-        ops.matvec(plan, w[p + "v.weight"], x, shared.kv[layer][1], n, replace(fold, cache=cache))
+    rope_fold = (freqs, cfg.rope.dim, interleaved)
+    cache_fold = replace(fold, cache=(a.positions, d, ctx), rope=rope_fold)
+    k_cache, v_cache = shared.kv[layer]
+    if routed and p + "qkv.weight" in w:  # q, k and v in one dispatch
+        q_rows, kv_rows = w[p + "q.weight"].rows, w[p + "k.weight"].rows
+        outs = (k_cache, v_cache) if to_cache else (a.k, a.v)
+        route = ops.KvRoute(*outs, q_rows, q_rows + kv_rows)
+        ops.matvec(
+            plan,
+            w[p + "qkv.weight"],
+            x,
+            a.q,
+            n,
+            replace(cache_fold if to_cache else fold, kv=route),
+        )
+        for m, out in (("q", a.q), ("k", a.k), ("v", a.v)):
+            _bias(plan, w, p + m, out, n)
+    elif to_cache:
+        _project(plan, w, p + "q", x, a.q, n, fold)
+        rows = w[p + "k.weight"].rows
+        k_fold = replace(cache_fold, kv=ops.KvRoute(k_cache, v_cache, 0, rows))
+        ops.matvec(plan, w[p + "k.weight"], x, a.k, n, k_fold)
+        v_fold = replace(cache_fold, rope=None, kv=ops.KvRoute(k_cache, v_cache, 0, 0))
+        ops.matvec(plan, w[p + "v.weight"], x, a.v, n, v_fold)
     else:
-        _project(plan, w, p + "k", x, a.k, n, fold)
-        _project(plan, w, p + "v", x, a.v, n, fold)
+        for m, out in (("q", a.q), ("k", a.k), ("v", a.v)):
+            _project(plan, w, p + m, x, out, n, fold)
     fused = cfg.qk_norm in ("none", "head")  # per-head norms and RoPE inside the kernels
     shape = ops.AttentionShape(
         n_tokens=n,
@@ -534,13 +566,18 @@ def _ffn(
     direct: bool,
 ) -> None:
     """The gated feed-forward block of ``normed`` into tmp, or added into x where ``direct``;
-    decode folds the activation into the up projection."""
+    decode folds the activation into the up projection, or with subgroups computes gate and
+    up in one dispatch where they share a buffer."""
     n, (x, fold) = a.n, normed
-    ops.matvec(plan, w[p + "gate.weight"], x, a.gate, n, fold)
-    if _folds(cfg, n):
+    if fold.mode() and "subgroups" in plan.features and p + "gate_up.weight" in w:
+        pair = replace(fold, pair=w[p + "gate.weight"].rows, activation=cfg.activation)
+        ops.matvec(plan, w[p + "gate_up.weight"], x, a.act, n, pair)
+    elif _folds(cfg, n):
+        ops.matvec(plan, w[p + "gate.weight"], x, a.gate, n, fold)
         gated = replace(fold, gate=a.gate, activation=cfg.activation)
         ops.matvec(plan, w[p + "up.weight"], x, a.act, n, gated)
     else:
+        ops.matvec(plan, w[p + "gate.weight"], x, a.gate, n, fold)
         ops.matvec(plan, w[p + "up.weight"], x, a.up, n, fold)
         ops.gated(plan, a.gate, a.up, a.act, n * cfg.intermediate_size, cfg.activation)
     out = a.x if direct else a.tmp

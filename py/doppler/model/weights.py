@@ -3,6 +3,10 @@ device's binding limit (e.g. Gemma 3's 170 MiB embedding on a 128 MiB binding li
 
 Kernels run per part: a part is whole rows ``[row0, row0 + rows)`` of the tensor, so any
 row-wise kernel (matrix-vector, gather) works on a part as if it were the whole tensor.
+
+Tensors that one decode dispatch reads together (a layer's q/k/v, a gated FFN's gate/up)
+share one buffer where they can, back to back: each is still a weight of its own (bound at
+its offset), and the group is one more weight over the whole buffer (see ``FUSED``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class WeightPart:
     rows: int
     start: int  # byte offset of this part within the tensor's stored bytes
     nbytes: int
+    offset: int = 0  # byte offset of this part within ``buffer`` (fused tensors)
 
 
 @dataclass
@@ -54,14 +59,66 @@ def row_parts(entry: TensorEntry, binding_limit: int) -> list[tuple[int, int, in
 
 
 def allocate(entry: TensorEntry, budget: GpuBudget, binding_limit: int) -> Weight:
-    usage = js.GPUBufferUsage.STORAGE | js.GPUBufferUsage.COPY_DST
     parts = [
-        WeightPart(
-            budget.create_buffer(nbytes, usage, "weights", entry.name), row0, rows, start, nbytes
-        )
+        WeightPart(_buffer(budget, nbytes, entry.name), row0, rows, start, nbytes)
         for row0, rows, start, nbytes in row_parts(entry, binding_limit)
     ]
     return Weight(entry.name, entry.layout, entry.shape, parts)
+
+
+# (fused weight, its members): the suffixes after a layer's (or a shared expert's) prefix
+FUSED = (("attn.qkv", ("attn.q", "attn.k", "attn.v")), ("ffn.gate_up", ("ffn.gate", "ffn.up")))
+
+
+def fused_groups(
+    entries: dict[str, TensorEntry], binding_limit: int, offset_alignment: int
+) -> dict[str, list[str]]:
+    """Fused weight name -> member names, for the groups that can share one buffer: same
+    layout and row length, one binding for all, every member at a bindable offset."""
+    groups: dict[str, list[str]] = {}
+    for name in entries:
+        for fused, members in FUSED:
+            suffix = f".{members[0]}.weight"
+            if not name.endswith(suffix):
+                continue
+            prefix = name[: -len(suffix)]
+            names = [f"{prefix}.{member}.weight" for member in members]
+            if all(n in entries for n in names):
+                group = [entries[n] for n in names]
+                sizes = [_nbytes(e) for e in group]
+                same = {(e.layout, e.shape[-1]) for e in group}
+                aligned = all(size % offset_alignment == 0 for size in sizes[:-1])
+                if len(same) == 1 and aligned and sum(sizes) <= binding_limit:
+                    groups[f"{prefix}.{fused}.weight"] = names
+    return groups
+
+
+def allocate_fused(
+    name: str, entries: list[TensorEntry], budget: GpuBudget
+) -> tuple[Weight, list[Weight]]:
+    """One buffer for ``entries`` back to back: the group as one weight (rows of all the
+    members in order), and each member as a weight at its offset."""
+    sizes = [_nbytes(e) for e in entries]
+    buffer = _buffer(budget, sum(sizes), name)
+    members, offset, row0 = [], 0, 0
+    for entry, size in zip(entries, sizes, strict=True):
+        rows = prod(entry.shape[:-1])
+        part = WeightPart(buffer, 0, rows, 0, size, offset)
+        members.append(Weight(entry.name, entry.layout, entry.shape, [part]))
+        offset, row0 = offset + size, row0 + rows
+    whole = WeightPart(buffer, 0, row0, 0, offset)
+    first = entries[0]
+    return Weight(name, first.layout, (row0, first.shape[-1]), [whole]), members
+
+
+def _nbytes(entry: TensorEntry) -> int:
+    rows = prod(entry.shape[:-1]) if len(entry.shape) > 1 else 1
+    return rows * get_layout(entry.layout).row_bytes(entry.shape[-1])
+
+
+def _buffer(budget: GpuBudget, nbytes: int, label: str) -> JsProxy:
+    usage = js.GPUBufferUsage.STORAGE | js.GPUBufferUsage.COPY_DST
+    return budget.create_buffer(nbytes, usage, "weights", label)
 
 
 @dataclass(frozen=True)
@@ -90,5 +147,6 @@ def _span_pieces(span: Span, position: int, weight: Weight) -> list[Piece]:
         lo = max(position, part.start)
         hi = min(position + span.size, part.start + part.nbytes)
         if lo < hi:
-            result.append(Piece(span.offset + lo - position, part.buffer, lo - part.start, hi - lo))
+            offset = part.offset + lo - part.start
+            result.append(Piece(span.offset + lo - position, part.buffer, offset, hi - lo))
     return result
