@@ -89,4 +89,4 @@ def test_decode_profile_times_every_kernel(app, model_server):
     assert all(ms >= 0 for ms in kernels.values())
     assert result["gpuMsPerToken"] == pytest.approx(sum(kernels.values()))
     assert result["decodePassMs"] > 0 and result["prefillPassMs"] > 0
-    assert "attention:main" in result["prefillByKernel"]
+    assert "attention:split" in result["prefillByKernel"]

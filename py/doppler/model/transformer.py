@@ -44,7 +44,8 @@ PREFILL_TOKENS = 32  # tokens per prefill pass (4 tiles of the matvec kernel's 8
 # (the padding's KV entries lie past the prompt and are overwritten before anything reads
 # them); fewer run as single-token passes, which cost less than a whole chunk
 PADDED_CHUNK_MIN = 4
-SPLIT_LEN = 64  # decode attention: keys per split-K workgroup
+SPLIT_LEN = 64  # attention: keys per split-K workgroup (more where the partials grow large)
+PARTIALS_BYTES = 64 << 20  # split-K partials of a pass at most
 
 
 class UnsupportedModel(DopplerError):
@@ -83,7 +84,7 @@ class Activations:
     act: JsProxy
     logits: JsProxy
     logits_readback: JsProxy
-    partials: JsProxy | None  # split-K attention partials (decode pass only)
+    partials: JsProxy  # split-K attention partials
     moe: MoeScratch | None  # MoE models only
 
 
@@ -316,10 +317,15 @@ def _allocate_shared(cfg: ArchConfig, ctx: int, budget: GpuBudget) -> Shared:
     return shared
 
 
-def _n_splits(n: int, ctx: int) -> int:
-    """Split-K attention for single-token (decode) passes only: prefill already has a
-    workgroup per (head, token)."""
-    return -(-ctx // SPLIT_LEN) if n == 1 else 0
+def _splits(cfg: ArchConfig, n: int, ctx: int) -> tuple[int, int]:
+    """(keys per split, splits per query) of split-K attention for passes of ``n`` tokens: a
+    workgroup per SPLIT_LEN keys keeps the GPU busy and each workgroup's key loop short (also
+    in prefill, where a workgroup per (head, token) alone waits on long serial loops);
+    longer splits where the partials would pass PARTIALS_BYTES."""
+    split_len = SPLIT_LEN
+    while n * cfg.num_heads * -(-ctx // split_len) * (cfg.head_dim + 2) * 4 > PARTIALS_BYTES:
+        split_len *= 2
+    return split_len, -(-ctx // split_len)
 
 
 def _allocate_activations(cfg: ArchConfig, n: int, budget: GpuBudget, ctx: int) -> Activations:
@@ -351,11 +357,7 @@ def _allocate_activations(cfg: ArchConfig, n: int, budget: GpuBudget, ctx: int) 
         logits_readback=budget.create_buffer(
             n * cfg.vocab_size * 4, usage.MAP_READ | usage.COPY_DST, "scratch", "logits readback"
         ),
-        partials=(
-            f32(cfg.num_heads * _n_splits(n, ctx) * (d + 2), "attention partials")
-            if _n_splits(n, ctx)
-            else None
-        ),
+        partials=f32(cfg.num_heads * _splits(cfg, n, ctx)[1] * (d + 2), "attention partials"),
         moe=allocate_scratch(cfg, n, budget),
     )
 
@@ -528,8 +530,8 @@ def _attention(
         window=cfg.sliding_window if sliding and cfg.sliding_window else 0,
         scale=cfg.attn_scale,
         softcap=cfg.attn_softcap or 0.0,
-        split_len=SPLIT_LEN if a.partials else 0,
-        n_splits=_n_splits(n, ctx),
+        split_len=_splits(cfg, n, ctx)[0],
+        n_splits=_splits(cfg, n, ctx)[1],
         rope_dim=cfg.rope.dim if fused else 0,
         interleaved=interleaved,
         q_normed=cfg.qk_norm == "head",
