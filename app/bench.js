@@ -43,6 +43,7 @@ async function measure(doppler, options) {
     decodeTokPerS: stats.decodeTokPerS,
     msPerToken: 1000 / stats.decodeTokPerS,
     cpuMsPerToken: stats.cpuMsPerToken,
+    prefillCpuMs: stats.prefillCpuMs,
     dispatchesPerToken: stats.dispatchesPerToken,
     weightBytes,
     weightBytesPerSecond: weightBytes * stats.decodeTokPerS,

@@ -19,10 +19,10 @@ export class PlanRunner {
     pass.end();
   }
 
-  // GPU time of the whole plan in one compute pass, as production encodes it (ms, averaged
-  // over `repeats` runs): against the per-dispatch sum it shows what overlap and the
-  // gaps between dispatches add.
-  async passMs(device, repeats) {
+  // GPU time of dispatches [0, end) in one compute pass, as production encodes them (ms,
+  // averaged over `repeats` runs): against the per-dispatch sum it shows what overlap and
+  // the gaps between dispatches add.
+  async passMs(device, repeats, end = this.dispatches.length) {
     const querySet = device.createQuerySet({ type: 'timestamp', count: 2 });
     const resolved = device.createBuffer({
       size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
@@ -33,7 +33,7 @@ export class PlanRunner {
       const encoder = device.createCommandEncoder();
       const pass = encoder.beginComputePass({ timestampWrites: {
         querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
-      for (const d of this.dispatches) {
+      for (const d of this.dispatches.slice(0, end)) {
         pass.setPipeline(d.pipeline);
         pass.setBindGroup(0, d.bindGroup);
         pass.dispatchWorkgroups(d.x, d.y, d.z);

@@ -144,9 +144,10 @@ class Plan:
             by_kernel[kernel] = by_kernel.get(kernel, 0.0) + item["ms"]
         return dict(sorted(by_kernel.items(), key=lambda kv: -kv[1]))
 
-    async def pass_ms(self, device: JsProxy, repeats: int) -> float:
-        """GPU ms of the whole plan run as one compute pass (timestamp queries)."""
-        return float(await self.runner.passMs(device, repeats))
+    async def pass_ms(self, device: JsProxy, repeats: int, end: int | None = None) -> float:
+        """GPU ms of dispatches [0, end) (default all) run as one compute pass (timestamp
+        queries)."""
+        return float(await self.runner.passMs(device, repeats, end or len(self.dispatches)))
 
     def encode(
         self,

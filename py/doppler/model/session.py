@@ -135,6 +135,7 @@ class Session:
             "prefillTokPerS": len(prompt) / max(first_token_at - started, 1e-9),
             "decodeTokPerS": (len(generated) - 1) / decode_s if decode_s > 0 else 0.0,
             "cpuMsPerToken": 1000 * model.decode_cpu_s / max(model.decode_steps, 1),
+            "prefillCpuMs": 1000 * model.prefill_cpu_s,
             "dispatchesPerToken": model.dispatches_per_token,
         }
         if model.experts is not None:

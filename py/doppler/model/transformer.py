@@ -112,6 +112,7 @@ class Model:
     experts: ExpertPager | None
     decode_cpu_s: float = 0.0  # CPU (Python + FFI) time spent recording decode steps
     decode_steps: int = 0
+    prefill_cpu_s: float = 0.0  # CPU time spent recording and submitting the prompt's passes
     _readbacks: list[JsProxy] = field(default_factory=list)
 
     @property
@@ -141,11 +142,13 @@ class Model:
         token is read back, so the GPU never waits for Python; the consumer stops early by
         closing the iterator."""
         queue = self.gpu.device.queue
+        started = time.perf_counter()
         for start, count, run in self._passes(len(prompt) - 1):
             # Only the last prompt token's logits matter, and the sampled pass makes those.
             encoder = await self._record(run, start, prompt[start : start + count], logits=False)
             queue.submit(js_object([encoder.finish()]))
         in_flight = [await self._submit_sampled(len(prompt) - 1, prompt[-1], sampling, 0)]
+        self.prefill_cpu_s = time.perf_counter() - started
         self.decode_cpu_s, self.decode_steps = 0.0, 0
         for step in range(max_tokens):
             if step + 1 < max_tokens:

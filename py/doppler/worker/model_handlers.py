@@ -94,7 +94,10 @@ def handlers(worker: Worker) -> dict[str, Any]:
             "gpuMsPerToken": sum(by_kernel.values()),
             "byKernel": by_kernel,
             "decodePassMs": decode_pass + await model.sampler.pass_ms(device, repeats),
-            "prefillPassMs": await model.prefill.plan.pass_ms(device, repeats),
+            # as generation runs it: without the LM head
+            "prefillPassMs": await model.prefill.plan.pass_ms(
+                device, repeats, model.prefill.head_start
+            ),
             "prefillTokens": model.prefill.act.n,
             "prefillByKernel": await model.prefill.plan.profile(device, repeats),
         }
