@@ -39,6 +39,9 @@ from doppler.moe.pager import ExpertPager, build_pager
 RUNNABLE_ARCHS = ("llama", "qwen2", "gemma3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 PLAN_RESERVE_BYTES = 2 << 20  # of gpuBudgetBytes kept from the expert arenas for plan uniforms
 RING = 64  # sampled-token ring slots; more than the passes ever in flight
+# decode passes submitted ahead of the token being read back: one hides Python's time; more
+# hide the readback's own latency and the GPU process's encoding of the next pass as well
+DECODE_AHEAD = 2
 PREFILL_TOKENS = 32  # tokens per prefill pass (4 tiles of the matvec kernel's 8)
 # a prompt's last, partial chunk of at least this many tokens runs as one padded prefill pass
 # (the padding's KV entries lie past the prompt and are overwritten before anything reads
@@ -138,9 +141,10 @@ class Model:
     async def generate(
         self, prompt: list[int], sampling: ops.Sampling, max_tokens: int
     ) -> AsyncIterator[int]:
-        """Yield up to ``max_tokens`` sampled ids. Each pass is submitted before the previous
-        token is read back, so the GPU never waits for Python; the consumer stops early by
-        closing the iterator."""
+        """Yield up to ``max_tokens`` sampled ids. Up to DECODE_AHEAD passes are submitted
+        past the token being read back, so the GPU never waits for Python or for a readback's
+        latency; the consumer stops early by closing the iterator (the passes still in flight
+        only write KV entries past the end, which later passes overwrite before reading)."""
         queue = self.gpu.device.queue
         started = time.perf_counter()
         for start, count, run in self._passes(len(prompt) - 1):
@@ -150,14 +154,15 @@ class Model:
         in_flight = [await self._submit_sampled(len(prompt) - 1, prompt[-1], sampling, 0)]
         self.prefill_cpu_s = time.perf_counter() - started
         self.decode_cpu_s, self.decode_steps = 0.0, 0
-        for step in range(max_tokens):
-            if step + 1 < max_tokens:
+        submitted = 1
+        for _step in range(max_tokens):
+            while submitted < max_tokens and len(in_flight) <= DECODE_AHEAD:
                 started = time.perf_counter()
-                in_flight.append(
-                    await self._submit_sampled(len(prompt) + step, None, sampling, step + 1)
-                )
+                position = len(prompt) + submitted - 1
+                in_flight.append(await self._submit_sampled(position, None, sampling, submitted))
                 self.decode_cpu_s += time.perf_counter() - started
                 self.decode_steps += 1
+                submitted += 1
             readback = in_flight.pop(0)
             await readback.mapAsync(js.GPUMapMode.READ, 0, 4)
             token = js.Uint32Array.new(readback.getMappedRange(0, 4))[0]
