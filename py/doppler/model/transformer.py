@@ -39,7 +39,7 @@ from doppler.moe.pager import ExpertPager, build_pager
 RUNNABLE_ARCHS = ("llama", "qwen2", "gemma3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
 PLAN_RESERVE_BYTES = 2 << 20  # of gpuBudgetBytes kept from the expert arenas for plan uniforms
 RING = 64  # sampled-token ring slots; more than the passes ever in flight
-PREFILL_TOKENS = 32  # tokens per prefill pass (4 tiles of the matvec kernel's 8)
+PREFILL_TOKENS = 32  # tokens per prefill pass: one token tile of matmul_quant.wgsl
 SPLIT_LEN = 64  # decode attention: keys per split-K workgroup
 
 
