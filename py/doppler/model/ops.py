@@ -20,10 +20,10 @@ from doppler.model.weights import Weight
 MAX_GRID = 65535
 # matvec rows per workgroup: with subgroups the whole workgroup sums 4 rows (one x load per
 # unit for them; workgroups of 64, or 256 for rows longer than 2048); without, 8 rows of 8
-# invocations in 64.
+# invocations in 64. tiles: 8 rows, two subgroups of 4 on a 32-wide device.
 MATVEC_ROWS_PER_WG = {"subgroups": 4, "fallback": 8}
-MATMAT_TOKENS = {"matvec": 1, "matmat": 4}  # tokens per workgroup (matmat's TOKENS)
-MATMUL_TILE = (64, 32)  # (rows, tokens) per workgroup: BM, BN of matmul_quant.wgsl
+TILES_ROWS_PER_WG = 8
+MATMAT_TOKENS = {"matvec": 1, "tiles": 8, "matmat": 4}  # tokens per workgroup (TILE, TOKENS)
 
 
 @dataclass(frozen=True)
@@ -224,26 +224,26 @@ MODE_KV, MODE_ROPE, MODE_CACHE, MODE_PAIR = 16, 32, 64, 128
 def matvec(
     plan: Plan, weight: Weight, x: JsProxy, y: JsProxy, n_tokens: int, fold: Fold | None = None
 ) -> None:
-    """``y = W x`` for one token (or :func:`matmul` for several), one dispatch per weight
-    part. ``fold`` (one token only) folds a norm, a residual add or a gated activation into
-    it; rows whose length is not a multiple of 4 take ``matmat`` (vec4 loads cannot)."""
+    """``y = W x`` for one token (or ``tiles`` of TILE tokens for several), one dispatch per
+    weight part. ``fold`` (one token only) folds a norm, a residual add or a gated activation
+    into it; rows whose length is not a multiple of 4 take ``matmat`` (vec4 loads cannot)."""
     fold = fold or Fold()
     if fold.mode() and (n_tokens != 1 or weight.row_len % 4):
         raise ValueError(f"{weight.name}: folds need one token and rows of a multiple of 4")
     routed = fold.kv is not None or fold.pair > 0
     if routed and ("subgroups" not in plan.features or len(weight.parts) > 1):
         raise ValueError(f"{weight.name}: kv and pair folds need subgroups and one weight part")
-    vector = weight.row_len % 4 == 0
-    if vector and n_tokens > 1:
-        matmul(plan, weight, x, y, n_tokens)
-        return
     row_words, plane1, plane2 = layout_words(weight.layout, weight.row_len)
-    entry = "matvec" if vector else "matmat"
+    vector = weight.row_len % 4 == 0
+    entry = ("matvec" if n_tokens == 1 else "tiles") if vector else "matmat"
     subgroups = "subgroups" in plan.features
     rows_per_wg = MATVEC_ROWS_PER_WG["subgroups" if subgroups else "fallback"]
     constants: tuple[tuple[str, int], ...] = (("ROWS_PER_WG", rows_per_wg),)
     if entry == "matvec" and subgroups and weight.row_len > 2048:
         constants += (("WG", 256),)
+    if entry == "tiles":
+        rows_per_wg = TILES_ROWS_PER_WG
+        constants = (("ROWS_PER_WG", rows_per_wg),)
     flags = {layout_flag(weight.layout)} | ({"KV_OUT"} if fold.kv else set())
     key = PipelineKey(
         "matvec_quant",
@@ -291,36 +291,6 @@ def matvec(
         weights = Binding(0, part.buffer, part.offset, part.nbytes)
         bindings = [weights, Binding(1, x), Binding(2, y), *extra]
         plan.add(key, bindings, params, groups, params_binding=3)
-
-
-def matmul(plan: Plan, weight: Weight, x: JsProxy, y: JsProxy, n_tokens: int) -> None:
-    """``y[t] = W x[t]`` for ``n_tokens`` tokens (the prefill product; rows of a multiple of
-    4): matmul_quant.wgsl's register-tiled kernel, one dispatch per weight part."""
-    row_words, plane1, plane2 = layout_words(weight.layout, weight.row_len)
-    key = PipelineKey("matmul_quant", entry="matmul", flags=frozenset({layout_flag(weight.layout)}))
-    tile_rows, tile_tokens = MATMUL_TILE
-    for part in weight.parts:
-        gx, gy = grid(ceil_div(part.rows, tile_rows))
-        params = pack(
-            "IIIIIIIII",
-            part.rows,
-            weight.row_len,
-            gx,
-            part.row0,
-            row_words,
-            plane1,
-            plane2,
-            n_tokens,
-            weight.rows,
-        )
-        groups = (gx, gy, ceil_div(n_tokens, tile_tokens))
-        plan.add(
-            key,
-            [Binding(0, part.buffer, part.offset, part.nbytes), Binding(1, x), Binding(2, y)],
-            params,
-            groups,
-            params_binding=3,
-        )
 
 
 @dataclass(frozen=True)

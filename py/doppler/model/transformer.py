@@ -42,7 +42,7 @@ RING = 64  # sampled-token ring slots; more than the passes ever in flight
 # decode passes submitted ahead of the token being read back: one hides Python's time; more
 # hide the readback's own latency and the GPU process's encoding of the next pass as well
 DECODE_AHEAD = 2
-PREFILL_TOKENS = 32  # tokens per prefill pass: one token tile of matmul_quant.wgsl
+PREFILL_TOKENS = 32  # tokens per prefill pass (4 tiles of the matvec kernel's 8)
 # a prompt's last, partial chunk of at least this many tokens runs as one padded prefill pass
 # (the padding's KV entries lie past the prompt and are overwritten before anything reads
 # them); fewer run as single-token passes, which cost less than a whole chunk
