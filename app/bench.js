@@ -76,13 +76,14 @@ async function bench() {
   }));
   result.gpuMeter = await doppler.request('debug.gpuMeter', {});
   if (status.gpu?.features.includes('timestamp-query')) {
-    const profile = await doppler.request('profile', { repeats: 10 });
+    const profile = await doppler.request('profile', { repeats: 10, promptTokens });
     result.gpuMsPerToken = profile.gpuMsPerToken;  // dispatches timed one pass each
     result.gpuMsByKernel = profile.byKernel;
     result.gpuDecodePassMs = profile.decodePassMs;  // the step as one pass, as generated
     result.gpuPrefillPassMs = profile.prefillPassMs;  // one pass of prefillTokens tokens
     result.prefillTokens = profile.prefillTokens;
     result.gpuPrefillMsByKernel = profile.prefillByKernel;
+    result.promptPasses = profile.prompt;  // the prompt's passes as generation submits them
   }
   if (expertFraction !== null && result.model.experts) {
     const gpuBudgetBytes = expertBudget(result.model, Number(expertFraction));

@@ -7,9 +7,10 @@ export class PlanRunner {
     this.dispatches = dispatches.map((d) => ({ ...d }));
   }
 
-  // Dispatches [start, end) (all by default) in one compute pass.
-  encode(encoder, start = 0, end = this.dispatches.length) {
-    const pass = encoder.beginComputePass();
+  // Dispatches [start, end) (all by default) in one compute pass; `timestampWrites` (a
+  // diagnostic) times the pass.
+  encode(encoder, start = 0, end = this.dispatches.length, timestampWrites = undefined) {
+    const pass = encoder.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
     for (let i = start; i < end; i++) {
       const d = this.dispatches[i];
       pass.setPipeline(d.pipeline);

@@ -79,7 +79,7 @@ def test_decode_profile_times_every_kernel(app, model_server):
         """
         await doppler.load(args[0], {contextLength: 32});
         for await (const e of doppler.generate({tokenIds: [1, 2, 3]}, {maxTokens: 2})) {}
-        return await doppler.request('profile', {repeats: 2});
+        return await doppler.request('profile', {repeats: 2, promptTokens: 20});
         """,
         f"{model_server}qwen2/manifest.json",
     )
@@ -90,3 +90,5 @@ def test_decode_profile_times_every_kernel(app, model_server):
     assert result["gpuMsPerToken"] == pytest.approx(sum(kernels.values()))
     assert result["decodePassMs"] > 0 and result["prefillPassMs"] > 0
     assert "attention:split" in result["prefillByKernel"]
+    prompt = result["prompt"]
+    assert prompt["passes"] == 1 and prompt["wallMs"] >= prompt["gpuMs"] > 0

@@ -156,14 +156,17 @@ class Plan:
         state: Any = None,
         start: int = 0,
         end: int | None = None,
+        timestamps: JsProxy | None = None,
     ) -> None:
-        """Record dispatches ``[start, end)`` (default all); a run starting at 0 first
-        computes the dynamic params from ``state``."""
+        """Record dispatches ``[start, end)`` (default all) in one compute pass, with the
+        pass's ``timestamps`` writes if given; a run starting at 0 first computes the
+        dynamic params from ``state``."""
         if self._dynamic and start == 0:
             for slot, make in self._dynamic:
                 self._put(slot, make(state))
             self._upload(device)
-        self.runner.encode(encoder, start, len(self.dispatches) if end is None else end)
+        end = len(self.dispatches) if end is None else end
+        self.runner.encode(encoder, start, end, timestamps)
 
 
 def _entry(binding: Binding) -> dict[str, Any]:

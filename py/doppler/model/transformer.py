@@ -192,8 +192,48 @@ class Model:
         cap = self.config.final_softcap
         return [cap * math.tanh(v / cap) for v in row] if cap else row
 
+    async def time_prompt(self, count: int) -> dict[str, float]:
+        """A diagnostic: the prompt passes of a ``count``-token generation, submitted as
+        :meth:`generate` submits them (tokens 1, resident experts only): GPU ms from the
+        first pass's start to the last one's end (timestamp queries), against wall ms from
+        the first record to the work's completion."""
+        device = self.gpu.device
+        passes = self._passes(count - 1)
+        stamps = device.createQuerySet(js_object({"type": "timestamp", "count": 2}))
+        usage = js.GPUBufferUsage
+        resolved = device.createBuffer(
+            js_object({"size": 16, "usage": usage.QUERY_RESOLVE | usage.COPY_SRC})
+        )
+        readback = device.createBuffer(
+            js_object({"size": 16, "usage": usage.MAP_READ | usage.COPY_DST})
+        )
+        started = time.perf_counter()
+        for i, (start, n, run) in enumerate(passes):
+            writes: dict[str, Any] = {"querySet": stamps}
+            if i == 0:
+                writes["beginningOfPassWriteIndex"] = 0
+            if i == len(passes) - 1:
+                writes["endOfPassWriteIndex"] = 1
+            encoder = await self._record(run, start, [1] * n, False, js_object(writes))
+            if i == len(passes) - 1:
+                encoder.resolveQuerySet(stamps, 0, 2, resolved, 0)
+                encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16)
+            device.queue.submit(js_object([encoder.finish()]))
+        await readback.mapAsync(js.GPUMapMode.READ)
+        wall_ms = 1000 * (time.perf_counter() - started)
+        begin, end = js.BigUint64Array.new(readback.getMappedRange())
+        readback.unmap()
+        for resource in (stamps, resolved, readback):
+            resource.destroy()
+        return {"passes": len(passes), "gpuMs": int(end - begin) / 1e6, "wallMs": wall_ms}
+
     async def _record(
-        self, run: Pass, start: int, ids: list[int] | None, logits: bool = True
+        self,
+        run: Pass,
+        start: int,
+        ids: list[int] | None,
+        logits: bool = True,
+        timestamps: JsProxy | None = None,
     ) -> JsProxy:
         """Write the pass's inputs and record its plan (without the LM head unless
         ``logits``); ``ids=None`` keeps the id the sampler left in the decode pass's ``ids``
@@ -213,7 +253,8 @@ class Model:
             await self.experts.ensure(layer, chosen)
             begin = end
         encoder = device.createCommandEncoder()
-        run.plan.encode(encoder, device, None, begin, None if logits else run.head_start)
+        end = None if logits else run.head_start
+        run.plan.encode(encoder, device, None, begin, end, timestamps)
         return encoder
 
     async def _read_expert_ids(self, encoder: JsProxy, act: Activations) -> list[int]:
