@@ -11,5 +11,5 @@ for preset in ${BENCH_PRESETS:-smollm2-135m gemma-3-1b}; do
     --prompt-tokens "${BENCH_PROMPT:-512}" --decode-tokens "${BENCH_DECODE:-128}" \
     --timeout "${BENCH_TIMEOUT:-240}" --out "$OUT/$preset.json" ${BENCH_ARGS:-} > /dev/null \
     || echo "{\"preset\": \"$preset\", \"error\": \"bench failed\"}" > "$OUT/$preset.json"
-  python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], {k: r.get(k) for k in ('loadMs','ttftMs','prefillTokPerS','prefillCpuMs','decodeTokPerS','cpuMsPerToken','dispatchesPerToken','weightBytesPerSecond','error')})" "$OUT/$preset.json" "$preset"
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], {k: r.get(k) for k in ('loadMs','coldTtftMs','ttftMs','prefillTokPerS','prefillCpuMs','decodeTokPerS','cpuMsPerToken','dispatchesPerToken','weightBytesPerSecond','error')})" "$OUT/$preset.json" "$preset"
 done
