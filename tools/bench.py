@@ -3,8 +3,9 @@
 The page (``static/bench.html``) loads a model, warms up, runs the generation twice (the
 figures are the second run's) and POSTs them back to the server here. ``--model`` is a
 manifest URL or a ``doppler synth`` preset, which is made once (random weights of the real
-shapes) into the site's ``models/bench/`` folder. On the device machine pass ``--browser /opt/gpubrowser/chrome``
-(which brings its own GPU flags); the default is Debian's Chromium on SwiftShader.
+shapes) into the site's ``models/bench/`` folder. On the device machine pass
+``--browser /opt/gpubrowser/chrome`` (which brings its own GPU flags); the default is
+Debian's Chromium on SwiftShader.
 """
 
 from __future__ import annotations
