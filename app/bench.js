@@ -57,6 +57,7 @@ async function measure(doppler, options) {
     weightBytesPerSecond: weightBytes * stats.decodeTokPerS,
     generatedTokens: stats.generatedTokens,
     tokenIds: run.tokenIds,
+    tokenIdsPrompt: ids,
     paging: stats.paging,
   });
   return result;
@@ -84,7 +85,7 @@ async function bench() {
   }));
   result.gpuMeter = await doppler.request('debug.gpuMeter', {});
   if (status.gpu?.features.includes('timestamp-query')) {
-    const profile = await doppler.request('profile', { repeats: 10, promptTokens });
+    const profile = await doppler.request('profile', { repeats: 10, tokenIds: result.tokenIdsPrompt });
     result.gpuMsPerToken = profile.gpuMsPerToken;  // dispatches timed one pass each
     result.gpuMsByKernel = profile.byKernel;
     result.gpuDecodePassMs = profile.decodePassMs;  // the step as one pass, as generated

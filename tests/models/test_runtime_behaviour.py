@@ -79,7 +79,7 @@ def test_decode_profile_times_every_kernel(app, model_server):
         """
         await doppler.load(args[0], {contextLength: 32});
         for await (const e of doppler.generate({tokenIds: [1, 2, 3]}, {maxTokens: 2})) {}
-        return await doppler.request('profile', {repeats: 2, promptTokens: 20});
+        return await doppler.request('profile', {repeats: 2, tokenIds: [...Array(20).keys()]});
         """,
         f"{model_server}qwen2/manifest.json",
     )

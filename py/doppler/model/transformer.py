@@ -192,13 +192,13 @@ class Model:
         cap = self.config.final_softcap
         return [cap * math.tanh(v / cap) for v in row] if cap else row
 
-    async def time_prompt(self, count: int) -> dict[str, float]:
-        """A diagnostic: the prompt passes of a ``count``-token generation, submitted as
-        :meth:`generate` submits them (tokens 1, resident experts only): GPU ms from the
-        first pass's start to the last one's end (timestamp queries), against wall ms from
-        the first record to the work's completion."""
+    async def time_prompt(self, prompt: list[int]) -> dict[str, float]:
+        """A diagnostic: the prompt passes of a generation from ``prompt``, submitted as
+        :meth:`generate` submits them (resident experts only): GPU ms from the first pass's
+        start to the last one's end (timestamp queries), against wall ms from the first
+        record to the work's completion."""
         device = self.gpu.device
-        passes = self._passes(count - 1)
+        passes = self._passes(len(prompt) - 1)
         stamps = device.createQuerySet(js_object({"type": "timestamp", "count": 2}))
         usage = js.GPUBufferUsage
         resolved = device.createBuffer(
@@ -214,7 +214,8 @@ class Model:
                 writes["beginningOfPassWriteIndex"] = 0
             if i == len(passes) - 1:
                 writes["endOfPassWriteIndex"] = 1
-            encoder = await self._record(run, start, [1] * n, False, js_object(writes))
+            ids = prompt[start : start + n]
+            encoder = await self._record(run, start, ids, False, js_object(writes))
             if i == len(passes) - 1:
                 encoder.resolveQuerySet(stamps, 0, 2, resolved, 0)
                 encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16)

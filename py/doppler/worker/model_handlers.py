@@ -100,7 +100,7 @@ def handlers(worker: Worker) -> dict[str, Any]:
             ),
             "prefillTokens": model.prefill.act.n,
             "prefillByKernel": await model.prefill.plan.profile(device, repeats),
-            "prompt": await model.time_prompt(int((payload or {}).get("promptTokens") or 512)),
+            "prompt": await model.time_prompt(list((payload or {}).get("tokenIds") or [1] * 512)),
         }
 
     async def unload(_payload: Any, _emit: Emit) -> dict[str, bool]:
