@@ -209,13 +209,13 @@ class Model:
         )
         started = time.perf_counter()
         for i, (start, n, run) in enumerate(passes):
-            writes: dict[str, Any] = {"querySet": stamps}
+            writes: dict[str, Any] = {}  # (a pass's timestampWrites must name an index)
             if i == 0:
                 writes["beginningOfPassWriteIndex"] = 0
             if i == len(passes) - 1:
                 writes["endOfPassWriteIndex"] = 1
-            ids = prompt[start : start + n]
-            encoder = await self._record(run, start, ids, False, js_object(writes))
+            timestamps = js_object({"querySet": stamps, **writes}) if writes else None
+            encoder = await self._record(run, start, prompt[start : start + n], False, timestamps)
             if i == len(passes) - 1:
                 encoder.resolveQuerySet(stamps, 0, 2, resolved, 0)
                 encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16)
