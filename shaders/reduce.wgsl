@@ -1,8 +1,9 @@
 // Workgroup reductions shared by the kernels that include this file.
 //
-// The includer declares `override WG: u32` (its workgroup size, a power of two) and calls
-// these from uniform control flow with every invocation of the workgroup taking part; they
-// return the same result to all invocations. `red` is scratch owned by these helpers.
+// The includer declares `override WG: u32` or `const WG: u32` (its workgroup size, a power
+// of two) and calls these from uniform control flow with every invocation of the workgroup
+// taking part; they return the same result to all invocations. `red` is scratch owned by
+// these helpers.
 
 var<workgroup> red: array<f32, WG>;
 

@@ -1,11 +1,14 @@
 """Token choice on the GPU: argmax exactly as numpy's, and sampling whose empirical
 frequencies over many draws (one dispatch, RNG counters step..step+N-1) pass a chi-square
 test against the distribution transformers' warpers define; planted bugs must fail it.
+The two-stage sampler (per-block candidates, then the same algorithm over them) must pass
+the same oracles, and fall back to the full logits when ties overflow a block's slots.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -21,6 +24,16 @@ from harness.kernels import params, read, shader_source, write
 RNG = np.random.default_rng(29)
 NAN_BITS = 0x7FC00000
 PARAMS = "IIfffIIII"  # vocab, top_k, top_p, temperature, softcap, seed, step, n_draws, ring_len
+NONE = 0xFFFFFFFF
+LOWEST = np.float32(-3.4028234e38)
+CANDIDATES = ("CANDIDATES",)
+
+
+def shader_constant(name: str) -> int:
+    return int(re.search(rf"const {name}: u32 = (\d+)u;", shader_source("sample.wgsl"))[1])
+
+
+K, BLOCK = shader_constant("K"), shader_constant("BLOCK")  # slots per block, logits per block
 
 
 def run(
@@ -28,6 +41,7 @@ def run(
     logits,
     *,
     entry="sample",
+    two_stage=False,
     temperature=1.0,
     top_k=0,
     top_p=1.0,
@@ -38,33 +52,49 @@ def run(
     ring_len=None,
     source=None,
 ):
-    """Returns (token id, ring)."""
+    """Returns (token id, ring); ``two_stage`` runs the candidates pass first and the
+    CANDIDATES variant of ``entry`` over its output."""
     ring_len = ring_len or n_draws
+    logits = logits.astype(np.float32)
+    uniform = params(
+        3, PARAMS, logits.size, top_k, top_p, temperature, softcap, seed, step, n_draws, ring_len
+    )
+    lists = []
+    if two_stage:
+        value, index, overflow = candidates(kernels, logits, uniform, source)
+        lists = [read(4, value), read(5, index), read(6, overflow)]
     token, ring = kernels.run(
         "sample",
-        [
-            read(0, logits.astype(np.float32)),
-            write(1, 1, np.uint32),
-            write(2, ring_len, np.uint32),
-            params(
-                3,
-                PARAMS,
-                logits.size,
-                top_k,
-                top_p,
-                temperature,
-                softcap,
-                seed,
-                step,
-                n_draws,
-                ring_len,
-            ),
-        ],
+        [read(0, logits), write(1, 1, np.uint32), write(2, ring_len, np.uint32), uniform, *lists],
         (1,),
         entry=entry,
+        flags=CANDIDATES if two_stage else (),
         source=source,
     )
     return int(token[0]), ring
+
+
+def candidates(kernels, logits, uniform, source=None):
+    """The candidates pass: (cand_value, cand_index, overflow)."""
+    blocks = -(-logits.size // BLOCK)
+    return kernels.run(
+        "sample",
+        [
+            read(0, logits),
+            uniform,
+            write(4, blocks * K),
+            write(5, blocks * K, np.uint32),
+            write(6, blocks, np.uint32),
+        ],
+        (blocks,),
+        entry="candidates",
+        flags=CANDIDATES,
+        source=source,
+    )
+
+
+def greedy_candidates(kernels, logits):
+    return candidates(kernels, logits, params(3, PARAMS, logits.size, 0, 1.0, 0.0, 0.0, 1, 0, 1, 1))
 
 
 # ---- argmax ------------------------------------------------------------------------------
@@ -77,26 +107,52 @@ ARGMAX_CASES = {
     "tie adjacent late": lambda: np.r_[-np.ones(300), 2.0, 2.0],
     "all negative": lambda: -np.abs(RNG.standard_normal(4097)) - 100,
     "gemma vocab": lambda: RNG.standard_normal(262_144) * 5,
+    "awkward vocab, ties in a block": lambda: awkward_vocab_with_ties(),
+    "NaN and more max ties than slots": lambda: np.r_[np.nan, -1.0, np.full(K + 9, 7.0), np.nan],
 }
+PATHS = {"argmax": ("argmax", False), "sample": ("sample", False), "two-stage": ("sample", True)}
 
 
-@pytest.mark.browser
-@pytest.mark.parametrize("entry", ["argmax", "sample"])
-@pytest.mark.parametrize("case", sorted(ARGMAX_CASES))
-def test_argmax_is_numpy_argmax(kernels, entry, case):
-    logits = ARGMAX_CASES[case]().astype(np.float32)
-    token, ring = run(kernels, logits, entry=entry, temperature=0.0, step=6, ring_len=4)
-    assert token == np.argmax(logits)
+def awkward_vocab_with_ties() -> np.ndarray:
+    """49157 logits (12 full blocks and 5 tokens): the maximum tied between two invocations
+    of block 4, in block 7 and in the short last block."""
+    logits = RNG.standard_normal(49_157)
+    logits[[30_000, 4 * BLOCK + 3616, 4 * BLOCK + 3700, 49_156]] = 9.0
+    return logits
+
+
+def assert_argmax(kernels, logits, path="two-stage", source=None):
+    entry, two_stage = PATHS[path]
+    token, ring = run(
+        kernels,
+        logits,
+        entry=entry,
+        two_stage=two_stage,
+        temperature=0.0,
+        step=6,
+        ring_len=4,
+        source=source,
+    )
+    assert token == np.nanargmax(logits), "numpy's argmax, NaN never winning"
     assert ring[2] == token and (ring[[0, 1, 3]] == NAN_BITS).all(), "ring slot = step % len"
 
 
 @pytest.mark.browser
-def test_argmax_applies_softcap_first(kernels):
+@pytest.mark.parametrize("path", sorted(PATHS))
+@pytest.mark.parametrize("case", sorted(ARGMAX_CASES))
+def test_argmax_is_numpy_argmax(kernels, path, case):
+    assert_argmax(kernels, ARGMAX_CASES[case]().astype(np.float32), path)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("two_stage", [False, True])
+def test_argmax_applies_softcap_first(kernels, two_stage):
     """Capped logits that saturate to the same f32 tie, as transformers' argmax sees them."""
     logits = np.array([0.0, 500.0, 900.0, 3.0], np.float32)
     capped = (30.0 * np.tanh(logits / np.float32(30.0))).astype(np.float32)
     assert capped[1] == capped[2]
-    assert run(kernels, logits, entry="argmax", softcap=30.0)[0] == np.argmax(capped) == 1
+    token = run(kernels, logits, two_stage=two_stage, temperature=0.0, softcap=30.0)[0]
+    assert token == np.argmax(capped) == 1
 
 
 # ---- the sampling distribution -----------------------------------------------------------
@@ -197,9 +253,13 @@ def test_top_p_keeps_the_top_token_at_zero(kernels):
 
 
 @pytest.mark.browser
-def test_large_vocab_draws_stay_in_the_top_k(kernels):
+@pytest.mark.parametrize("two_stage", [False, True])
+def test_large_vocab_draws_stay_in_the_top_k(kernels, two_stage):
+    """The chat UI's defaults on Gemma 3's vocabulary size."""
     logits = (RNG.standard_normal(262_144) * 3).astype(np.float32)
-    _, draws = run(kernels, logits, temperature=0.9, top_k=40, top_p=0.95, n_draws=64)
+    _, draws = run(
+        kernels, logits, two_stage=two_stage, temperature=0.7, top_k=40, top_p=0.95, n_draws=64
+    )
     assert np.isin(draws, np.argsort(logits)[-40:]).all()
     assert np.unique(draws).size > 3
 
@@ -258,3 +318,108 @@ def test_planted_bugs_fail_the_chi_square(kernels, bug):
         assert_matches_distribution(
             draws, expected_probs(LOGITS, temperature, top_k, top_p, softcap)
         )
+
+
+# ---- the two-stage sampler's candidates ------------------------------------------------
+
+
+@pytest.mark.browser
+def test_candidates_are_each_blocks_top_k_in_index_order(kernels):
+    """Greedy ranks by the logit: each block's K largest (NaN never), in index order, then
+    unused slots (the short last block's)."""
+    logits = RNG.permutation(49_157).astype(np.float32)  # distinct: one top K per block
+    logits[[BLOCK + 7, 9 * BLOCK + 40]] = (np.nan, -np.nan)
+    value, index, overflow = greedy_candidates(kernels, logits)
+    for b in range(overflow.size):
+        block = logits[b * BLOCK : (b + 1) * BLOCK]
+        finite = np.flatnonzero(~np.isnan(block))
+        ids = b * BLOCK + np.sort(finite[np.argsort(-block[finite])[:K]])
+        ids = np.r_[ids, np.full(K - ids.size, NONE)].astype(np.uint32)
+        np.testing.assert_array_equal(index[b * K : (b + 1) * K], ids, f"block {b}")
+        expected = np.where(ids == NONE, LOWEST, logits[np.minimum(ids, logits.size - 1)])
+        np.testing.assert_array_equal(value[b * K : (b + 1) * K], expected, f"block {b}")
+    assert (overflow == 0).all()
+
+
+@pytest.mark.browser
+def test_ties_past_the_slots_flag_their_block(kernels):
+    logits = RNG.standard_normal(3 * BLOCK).astype(np.float32)
+    logits[BLOCK + 7 : BLOCK + 8 + K] = 5.0  # K + 1 ties at the top of block 1
+    logits[2 * BLOCK + 9 : 2 * BLOCK + 9 + K] = 5.0  # exactly K in block 2: they fit
+    assert greedy_candidates(kernels, logits)[2].tolist() == [0, 1, 0]
+
+
+def one_block_holds_the_top_k() -> np.ndarray:
+    """The K largest logits all in block 5, near-equal and spread over its invocations:
+    each must be a candidate, the K-th included."""
+    logits = RNG.standard_normal(49_157)
+    logits[5 * BLOCK + 100 : 5 * BLOCK + 100 + 3 * K : 3] = 8.0 + RNG.uniform(0, 0.5, K)
+    return logits
+
+
+def ties_overflow_a_block() -> np.ndarray:
+    """100 tied maxima in block 3: top-k keeps them all, more than its K slots."""
+    logits = RNG.standard_normal(49_157) * 2
+    logits[3 * BLOCK + 50 : 3 * BLOCK + 150] = 9.0
+    return logits
+
+
+LARGE = (RNG.standard_normal(49_157) * 2).astype(np.float32)
+TWO_STAGE_CASES = {  # logits, temperature, top_k, top_p (None: a gap near 0.8), softcap
+    "top-k 40 at 0.8": (LARGE, 0.8, 40, 1.0, 0.0),
+    "top-k 40 then top-p": (LARGE, 0.8, 40, None, 0.0),
+    "top-k K in one block": (one_block_holds_the_top_k().astype(np.float32), 1.0, K, 1.0, 0.0),
+    "ties overflow a block": (ties_overflow_a_block().astype(np.float32), 1.0, 40, 1.0, 0.0),
+    "one short block, softcap": (LOGITS, 1.4, 12, 1.0, 2.5),
+}
+
+
+def assert_two_stage_sampling(kernels, case, source=None):
+    logits, temperature, top_k, top_p, softcap = TWO_STAGE_CASES[case]
+    top_p = gap_top_p(logits, temperature, top_k) if top_p is None else top_p
+    options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "softcap": softcap}
+    token, draws = run(
+        kernels, logits, two_stage=True, seed=1234, n_draws=DRAWS, source=source, **options
+    )
+    assert token == draws[-1]
+    assert_matches_distribution(draws, expected_probs(logits, **options))
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("case", sorted(TWO_STAGE_CASES))
+def test_two_stage_sampling_matches_the_transformers_distribution(kernels, case):
+    assert_two_stage_sampling(kernels, case)
+
+
+CANDIDATE_BUGS = {  # name: (good, bad, oracle that must fail)
+    "ids off by one": (
+        "cand_index[base + slot] = first + j;",
+        "cand_index[base + slot] = first + j + 1u;",
+        lambda kernels, source: assert_argmax(kernels, awkward_vocab_with_ties(), source=source),
+    ),
+    "invocations out of index order": (
+        "return vec2<u32>(inclusive - v, total);",
+        "return vec2<u32>(total - inclusive, total);",
+        lambda kernels, source: assert_argmax(kernels, awkward_vocab_with_ties(), source=source),
+    ),
+    "threshold one rank too high": (
+        "let threshold = max(t, 1u);",
+        "let threshold = t + 1u;",
+        lambda kernels, source: assert_two_stage_sampling(kernels, "top-k K in one block", source),
+    ),
+    "overflow never flagged": (
+        "select(0u, 1u, slots.y > K)",
+        "0u",
+        lambda kernels, source: assert_two_stage_sampling(kernels, "ties overflow a block", source),
+    ),
+}
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("bug", sorted(CANDIDATE_BUGS))
+def test_planted_candidates_bugs_fail_the_oracles(kernels, bug):
+    good, bad, oracle = CANDIDATE_BUGS[bug]
+    source = shader_source("sample.wgsl")
+    assert good in source, "the planted bug no longer applies: update the control"
+    with pytest.raises(AssertionError):
+        oracle(kernels, source.replace(good, bad))

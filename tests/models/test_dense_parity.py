@@ -43,35 +43,53 @@ def test_long_prompt_logits_match_transformers(app, model_server, tiny_models, n
     assert parity_error(app, model_server, tiny_models[name], name, prompt) < RTOL
 
 
-# embed + per layer + LM head + sample. Per layer: qkv, split, combine, o, gate_up, down;
-# qwen2 adds 3 biases and rope_store (no cache writes from the projection with biases);
-# gemma3 rope_store (its k norm) and two post-norms.
+# embed + per layer + LM head + 2 to sample (greedy: candidates, then the choice). Per layer:
+# qkv, split, combine, o, gate_up, down; qwen2 adds 3 biases and rope_store (no cache writes
+# from the projection with biases); gemma3 rope_store (its k norm) and two post-norms.
 PER_LAYER = {"llama": 6, "llama3_scaled": 6, "qwen2": 10, "gemma3": 9}
 DECODE_DISPATCHES = {
-    name: 3 + CONFIGS[name]["num_hidden_layers"] * count for name, count in PER_LAYER.items()
+    name: 4 + CONFIGS[name]["num_hidden_layers"] * count for name, count in PER_LAYER.items()
 }
+
+
+def generate(app, url: str, options: dict) -> dict:
+    """The ``done`` event of 16 tokens generated after PROMPT with ``options``."""
+    return run_async(
+        app,
+        """
+        const [url, ids, options] = args;
+        await doppler.load(url, {contextLength: 64});
+        let done = null;
+        for await (const e of doppler.generate({tokenIds: ids}, {maxTokens: 16, ...options}))
+          if (e.type === 'done') done = e;
+        return done;
+        """,
+        url,
+        PROMPT,
+        options,
+    )
 
 
 @pytest.mark.parametrize("name", DENSE)
 def test_greedy_continuation_matches_transformers(app, model_server, tiny_models, name):
-    result = run_async(
-        app,
-        """
-        const [url, ids] = args;
-        await doppler.load(url, {contextLength: 64});
-        let done = null;
-        for await (const e of doppler.generate({tokenIds: ids}, {maxTokens: 16, temperature: 0}))
-          if (e.type === 'done') done = e;
-        return done;
-        """,
-        f"{model_server}{name}/manifest.json",
-        PROMPT,
-    )
+    result = generate(app, f"{model_server}{name}/manifest.json", {"temperature": 0})
     assert result["tokenIds"] == reference_greedy(tiny_models[name], PROMPT, 16)
     assert result["finishReason"] == "length"
     assert result["stats"]["promptTokens"] == len(PROMPT)
     # the fused decode kernels ran: q/k/v in one dispatch, gate/up in another
     assert result["stats"]["dispatchesPerToken"] == DECODE_DISPATCHES[name]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"temperature": 0.8, "topK": 1}, {"temperature": 0.8, "topP": 1e-6}],
+    ids=["two-stage sampler", "full sampler"],
+)
+def test_sampling_that_keeps_one_token_is_greedy(app, model_server, tiny_models, options):
+    """Top-k 1 (the candidates path) and a tiny top-p (the full-vocabulary path) keep only
+    the top token: their draws are transformers' greedy tokens."""
+    result = generate(app, f"{model_server}llama/manifest.json", options)
+    assert result["tokenIds"] == reference_greedy(tiny_models["llama"], PROMPT, 16)
 
 
 def test_tolerance_catches_a_broken_rope(app, model_server, tiny_models):

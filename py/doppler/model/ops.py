@@ -24,6 +24,10 @@ MAX_GRID = 65535
 MATVEC_ROWS_PER_WG = {"subgroups": 4, "fallback": 8}
 TILES_ROWS_PER_WG = 8
 MATMAT_TOKENS = {"matvec": 1, "tiles": 8, "matmat": 4}  # tokens per workgroup (TILE, TOKENS)
+# sample.wgsl's two-stage sampler: K candidate slots per BLOCK logits; it serves greedy and
+# 0 < top_k <= K (anything else scans the whole vocabulary ~65 times).
+SAMPLE_K = 64
+SAMPLE_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class Sampling:
     top_p: float = 1.0
     softcap: float = 0.0
     seed: int = 0
+
+    @property
+    def two_stage(self) -> bool:
+        """Whether the candidates-first sampler chooses exactly as the full one would."""
+        return self.temperature <= 0 or 0 < self.top_k <= SAMPLE_K
 
 
 @dataclass
@@ -444,6 +453,19 @@ def attention(
     )
 
 
+@dataclass
+class Candidates:
+    """The two-stage sampler's scratch: K slots per block of logits, an overflow flag each."""
+
+    value: JsProxy  # f32 [blocks * SAMPLE_K]
+    index: JsProxy  # u32 [blocks * SAMPLE_K]
+    overflow: JsProxy  # u32 [blocks]
+
+    @staticmethod
+    def blocks(vocab: int) -> int:
+        return ceil_div(vocab, SAMPLE_BLOCK)
+
+
 def sample(
     plan: Plan,
     logits: JsProxy,
@@ -451,9 +473,11 @@ def sample(
     ring: JsProxy,
     vocab: int,
     ring_len: int,
+    candidates: Candidates | None = None,
 ) -> None:
     """Choose the next token on the GPU into ``token`` (the next embed's input) and into
-    slot ``step % ring_len`` of ``ring``, with the options of the pass's :class:`StepState`."""
+    slot ``step % ring_len`` of ``ring``, with the options of the pass's :class:`StepState`.
+    With ``candidates``, the two-stage sampler, only for options whose ``two_stage`` holds."""
 
     def params(state: StepState) -> bytes:
         options, step = state.sampling, state.step
@@ -470,9 +494,23 @@ def sample(
             ring_len,
         )
 
+    outputs = [Binding(0, logits), Binding(1, token), Binding(2, ring)]
+    if candidates is None:
+        plan.add(PipelineKey("sample", entry="sample"), outputs, params, (1,), params_binding=3)
+        return
+    flags = frozenset({"CANDIDATES"})
+    lists = [
+        Binding(4, candidates.value),
+        Binding(5, candidates.index),
+        Binding(6, candidates.overflow),
+    ]
     plan.add(
-        PipelineKey("sample", entry="sample"),
-        [Binding(0, logits), Binding(1, token), Binding(2, ring)],
+        PipelineKey("sample", "candidates", flags),
+        [Binding(0, logits), *lists],
         params,
-        (1,),
+        (Candidates.blocks(vocab),),
+        params_binding=3,
+    )
+    plan.add(
+        PipelineKey("sample", "sample", flags), [*outputs, *lists], params, (1,), params_binding=3
     )

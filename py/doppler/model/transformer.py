@@ -110,7 +110,8 @@ class Model:
     budget: GpuBudget
     decode: Pass
     prefill: Pass
-    sampler: Plan
+    sampler: Plan  # two-stage: greedy and 0 < top_k <= ops.SAMPLE_K (the common requests)
+    sampler_full: Plan  # any other options: scans the whole vocabulary
     ring: JsProxy  # where the sampler stores each step's id
     experts: ExpertPager | None
     decode_cpu_s: float = 0.0  # CPU (Python + FFI) time spent recording decode steps
@@ -273,7 +274,8 @@ class Model:
         self, position: int, token: int | None, sampling: ops.Sampling, step: int
     ) -> JsProxy:
         encoder = await self._record(self.decode, position, None if token is None else [token])
-        self.sampler.encode(encoder, self.gpu.device, ops.StepState(sampling, step))
+        sampler = self.sampler if sampling.two_stage else self.sampler_full
+        sampler.encode(encoder, self.gpu.device, ops.StepState(sampling, step))
         readback = self._readbacks.pop() if self._readbacks else self._new_readback()
         slot = (step % RING) * 4
         encoder.copyBufferToBuffer(self.ring, slot, readback, 0, 4)
@@ -337,10 +339,30 @@ async def build_model(
         await plan.finish(pipelines, budget)
         passes.append(Pass(plan, act, head_start))
     decode, prefill = passes
-    sampler = Plan(f"{loaded.manifest.name} sampler")
-    ops.sample(sampler, decode.act.logits, decode.act.ids, shared.ring, cfg.vocab_size, RING)
-    await sampler.finish(pipelines, budget, ops.StepState(ops.Sampling()))
-    return Model(cfg, ctx, gpu, budget, decode, prefill, sampler, shared.ring, shared.experts)
+    samplers = []
+    for candidates in (_candidates(budget, cfg.vocab_size), None):
+        sampler = Plan(f"{loaded.manifest.name} sampler{'' if candidates else ' (full)'}")
+        ops.sample(
+            sampler,
+            decode.act.logits,
+            decode.act.ids,
+            shared.ring,
+            cfg.vocab_size,
+            RING,
+            candidates,
+        )
+        await sampler.finish(pipelines, budget, ops.StepState(ops.Sampling()))
+        samplers.append(sampler)
+    return Model(cfg, ctx, gpu, budget, decode, prefill, *samplers, shared.ring, shared.experts)
+
+
+def _candidates(budget: GpuBudget, vocab: int) -> ops.Candidates:
+    blocks = ops.Candidates.blocks(vocab)
+    return ops.Candidates(
+        value=_storage(budget, blocks * ops.SAMPLE_K, "sample candidate logits"),
+        index=_storage(budget, blocks * ops.SAMPLE_K, "sample candidate ids"),
+        overflow=_storage(budget, blocks, "sample candidate overflow"),
+    )
 
 
 def _storage(budget: GpuBudget, count: int, label: str, kind: str = "scratch") -> JsProxy:
