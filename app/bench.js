@@ -16,9 +16,16 @@ const expertFraction = params.get('expertFraction');
 const gpuBudget = params.get('gpuBudget');  // MoE: only a paged run, with this many GPU bytes
 const PLAN_RESERVE = 2 << 20;  // py/doppler/model/transformer.py PLAN_RESERVE_BYTES
 
+// Greedy unless the query names temperature, topK and topP (the chat page samples).
+const sampling = {
+  temperature: Number(params.get('temperature') ?? 0),
+  topK: Number(params.get('topK') ?? 0),
+  topP: Number(params.get('topP') ?? 1),
+};
+
 async function generate(doppler, tokenIds, maxTokens) {
   let done = null;
-  for await (const event of doppler.generate({ tokenIds }, { maxTokens, temperature: 0 })) {
+  for await (const event of doppler.generate({ tokenIds }, { maxTokens, ...sampling })) {
     if (event.type === 'done') done = event;
   }
   return done;
@@ -73,7 +80,7 @@ function expertBudget(info, fraction) {
 async function bench() {
   const started = performance.now();
   const doppler = await Doppler.create();
-  const result = { promptTokens, decodeTokens, userAgent: navigator.userAgent };
+  const result = { promptTokens, decodeTokens, sampling, userAgent: navigator.userAgent };
   result.bootMs = performance.now() - started;
   const status = doppler.status();
   result.gpu = status.gpu ? { ...status.gpu, limits: undefined } : status.gpuError;

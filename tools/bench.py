@@ -116,6 +116,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gpu-budget", type=int, help="MoE: run only paged, with this many GPU bytes"
     )
     parser.add_argument("--policy", default="cycle-lfu", help="MoE paged run: cycle-lfu or lru")
+    parser.add_argument(
+        "--sampling",
+        default="greedy",
+        help="greedy, or TEMPERATURE,TOP_K,TOP_P (the chat page's defaults: 0.7,40,0.95)",
+    )
 
 
 def main(args: argparse.Namespace, site: Path, cache: Path) -> None:
@@ -123,6 +128,9 @@ def main(args: argparse.Namespace, site: Path, cache: Path) -> None:
     if "/" not in model and not model.endswith(".json"):
         model = synth_model(model, args.layers, site, cache)
     query: dict[str, Any] = {"prompt": args.prompt_tokens, "decode": args.decode_tokens}
+    if args.sampling != "greedy":
+        temperature, top_k, top_p = args.sampling.split(",")
+        query.update(temperature=float(temperature), topK=int(top_k), topP=float(top_p))
     if args.expert_fraction is not None:
         query["expertFraction"] = args.expert_fraction
     if args.gpu_budget is not None:

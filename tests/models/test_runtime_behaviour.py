@@ -92,3 +92,20 @@ def test_decode_profile_times_every_kernel(app, model_server):
     assert "attention:split" in result["prefillByKernel"]
     prompt = result["prompt"]
     assert prompt["passes"] == 1 and prompt["wallMs"] >= prompt["gpuMs"] > 0
+
+
+def test_bench_reports_every_figure(site_dir, model_server):
+    """``build.py bench`` (here on SwiftShader, a tiny model, the chat page's sampling): the
+    JSON figures the speed issue asks for, from the page's second generation."""
+    from tools.bench import SYSTEM_CHROMIUM, run
+
+    sampling = {"temperature": 0.7, "topK": 40, "topP": 0.95}
+    query = {"prompt": 40, "decode": 8, **sampling}
+    result = run(site_dir, f"{model_server}llama/manifest.json", SYSTEM_CHROMIUM, query, 300)
+    assert "error" not in result, result.get("error")
+    assert result["sampling"] == sampling
+    figures = ("loadMs", "coldTtftMs", "ttftMs", "prefillTokPerS", "decodeTokPerS")
+    figures += ("cpuMsPerToken", "dispatchesPerToken", "weightBytesPerSecond", "gpuMsPerToken")
+    assert all(result[name] > 0 for name in figures), {n: result.get(n) for n in figures}
+    assert result["promptPasses"]["passes"] == 2  # a 32-token pass and a padded one
+    assert result["generatedTokens"] == 8
