@@ -8,22 +8,22 @@
 // head_dim]; positions: u32 [n_tokens], the absolute position of each token (the same buffer
 // rope.wgsl reads).
 //
-// main: for query token t at pos = positions[t] and head h (kv head h / (n_heads / n_kv_heads),
-// n_heads a multiple of n_kv_heads), attends to cache positions j in [lo, pos], with
+// Attention: for query token t at pos = positions[t] and head h (kv head h / (n_heads /
+// n_kv_heads), n_heads a multiple of n_kv_heads), over cache positions j in [lo, pos], with
 // lo = max(0, pos + 1 - window) when window > 0 (Gemma's local layers), else 0:
 //   s_j = scale * dot(q, k_j);  if softcap > 0: s_j = softcap * tanh(s_j / softcap)
 //   out = sum_j softmax(s)_j v_j
 // The cache must already hold positions 0..pos (run kv_write for the new tokens first).
-// One workgroup per (head, token); keys are taken WG at a time (one per invocation) with an
+// Two dispatches, split-K (flash-decoding) for decode and prefill alike: `split` gives each
+// range of split_len keys of a query its own workgroup, `combine` merges the ranges (see the
+// entries below). In a workgroup keys are taken WG at a time (one per invocation) with an
 // online softmax (running max and sum), so workgroup memory holds q, the output accumulator
 // and one tile of probabilities: head_dim <= MAX_HEAD_DIM and a multiple of 4 (q, k and v
 // are read as vec4s), any context length.
 // With rope_dim > 0 the query is first RMS-normed (q_normed: by q_norm, Gemma 3's q norm) and
 // rotated here (rope.wgsl's rotation with inv_freq): the q heads need no kernel of their own.
-// Bindings: q (0), k_cache (1), v_cache (2), positions (3), out (4), params (5), inv_freq (6),
-// q_norm (7; any read-only buffer when unused). Dispatch: (n_heads, n_tokens).
-// split + combine: the same attention with each query's keys divided among n_splits
-// workgroups (split-K / flash-decoding), then merged; see the entries below.
+// split's bindings: q (0), k_cache (1), v_cache (2), positions (3), partials (4), params (5),
+// inv_freq (6), q_norm (7; any read-only buffer when unused).
 //
 // kv_write: k_cache[h, positions[t], :] = k_new[t, h, :], likewise v; positions >= max_ctx are
 // skipped (the host rejects prompts that do not fit).
@@ -41,9 +41,9 @@ struct Params {
   softcap: f32,   // attention logit soft-capping (Gemma 2); 0 = off
   split_len: u32, // split/combine: keys per split
   n_splits: u32,  // split/combine: splits per query (ceil(max_ctx / split_len))
-  rope_dim: u32,  // main/split: rotated dims of q (0: q comes rotated)
+  rope_dim: u32,  // split: rotated dims of q (0: q comes rotated)
   interleaved: u32,
-  q_normed: u32,  // main/split with rope_dim > 0: RMSNorm q by q_norm (+ norm_offset) first
+  q_normed: u32,  // split with rope_dim > 0: RMSNorm q by q_norm (+ norm_offset) first
   eps: f32,
   norm_offset: f32,
   _pad0: u32,
@@ -196,17 +196,6 @@ fn attend(lid: u32, kv_rows: u32, first: u32, end: u32) -> vec2<f32> {
 
 fn kv_rows_of(head: u32) -> u32 {
   return (head / (params.n_heads / params.n_kv_heads)) * params.max_ctx;
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let head = wid.x;
-  let t = wid.y;
-  if (head >= params.n_heads || t >= params.n_tokens) { return; }
-  let q_base = (t * params.n_heads + head) * params.head_dim;
-  let pos = load_query(q_base, t, lid);
-  let stats = attend(lid, kv_rows_of(head), first_key(pos), pos + 1u);
-  for (var d = lid; d < params.head_dim; d += WG) { out[q_base + d] = acc[d / 4u][d % 4u] / stats.y; }
 }
 
 // split: one workgroup per (head, token, split s) attends to keys [first + s * split_len,

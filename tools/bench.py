@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -74,20 +76,24 @@ def synth_model(preset: str, layers: int | None, site: Path, cache: Path) -> str
 
 def run(site: Path, model: str, browser: str, query: dict[str, Any], timeout: float) -> dict:
     handler = make_handler()
-    with serving(site, handler) as url, tempfile.TemporaryDirectory() as profile:
+    # the profile goes with the browser: its helper processes may still be writing there
+    profile_dir = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
+    with serving(site, handler) as url, profile_dir as profile:
         page = f"{url}bench.html?model={quote(model)}&{urlencode(query)}"
         command = [browser, page]
         if browser == SYSTEM_CHROMIUM:
             command += [*SWIFTSHADER_FLAGS, f"--user-data-dir={profile}"]
         started = time.monotonic()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             with PeakRss(process.pid) as memory:
                 arrived = handler.arrived.wait(timeout)
             if not arrived:
                 raise SystemExit(f"no benchmark result within {timeout:.0f} s")
         finally:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the browser and all its processes
             process.wait()
         result = dict(handler.received)
         result["peakRssBytes"] = memory.peak  # per Chromium process type, sampled outside

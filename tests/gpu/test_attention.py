@@ -55,36 +55,40 @@ def run_attention(
     source=None,
     rope=None,
     interleaved=False,
+    split_len=None,
 ):
+    """split (partials per range of split_len keys; by default one range: the whole cache)
+    then combine, as the runtime runs attention."""
     n_tokens, n_heads, head_dim = q.shape
     n_kv_heads, max_ctx, _ = k_cache.shape
     scale = 1 / math.sqrt(head_dim) if scale is None else scale
-    (out,) = kernels.run(
+    split_len = split_len or max_ctx
+    n_splits = -(-max_ctx // split_len)
+    shape = (n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window, scale, softcap)
+    packed = params(
+        5, PARAMS, *shape, split_len, n_splits, *rope_params(rope, head_dim, interleaved)
+    )
+    (partials,) = kernels.run(
         "attention",
         [
             read(0, q),
             read(1, k_cache),
             read(2, v_cache),
             read(3, positions.astype(np.uint32)),
-            write(4, q.size),
-            params(
-                5,
-                PARAMS,
-                n_tokens,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                max_ctx,
-                window,
-                scale,
-                softcap,
-                0,
-                0,
-                *rope_params(rope, head_dim, interleaved),
-            ),
+            write(4, n_tokens * n_heads * n_splits * (head_dim + 2)),
+            packed,
             *rope_inputs(rope),
         ],
+        (n_heads, n_tokens, n_splits),
+        entry="split",
+        constants={"WG": wg},
+        source=source,
+    )
+    (out,) = kernels.run(
+        "attention",
+        [read(0, partials), write(1, q.size), packed],
         (n_heads, n_tokens),
+        entry="combine",
         constants={"WG": wg},
         source=source,
     )
@@ -243,8 +247,8 @@ def test_prefill_then_decode_through_the_cache(kernels):
 
 PLANTED_BUGS = {
     "causal mask off by one": (
-        "attend(lid, kv_rows_of(head), first_key(pos), pos + 1u)",
-        "attend(lid, kv_rows_of(head), first_key(pos), pos)",
+        "min(begin + params.split_len, pos + 1u)",
+        "min(begin + params.split_len, pos)",
     ),
     "window off by one": (
         "return pos + 1u - params.window; }",
@@ -278,41 +282,6 @@ def test_planted_bugs_fail_the_comparison(kernels, bug):
         check(got, attention_ref(q, k, v, positions, 60, softcap=3.0))
 
 
-def run_split_attention(
-    kernels, q, k_cache, v_cache, positions, split_len, window=0, softcap=0.0, source=None
-):
-    """split (partials per key range) then combine, as the runtime's decode does."""
-    n_tokens, n_heads, head_dim = q.shape
-    n_kv_heads, max_ctx, _ = k_cache.shape
-    n_splits = -(-max_ctx // split_len)
-    shape = (n_tokens, n_heads, n_kv_heads, head_dim, max_ctx, window)
-    scale = 1 / math.sqrt(head_dim)
-    packed = params(5, PARAMS, *shape, scale, softcap, split_len, n_splits, *NO_ROPE)
-    (partials,) = kernels.run(
-        "attention",
-        [
-            read(0, q),
-            read(1, k_cache),
-            read(2, v_cache),
-            read(3, positions.astype(np.uint32)),
-            write(4, n_tokens * n_heads * n_splits * (head_dim + 2)),
-            packed,
-            *rope_inputs(None),
-        ],
-        (n_heads, n_tokens, n_splits),
-        entry="split",
-        source=source,
-    )
-    (out,) = kernels.run(
-        "attention",
-        [read(0, partials), write(1, q.size), packed],
-        (n_heads, n_tokens),
-        entry="combine",
-        source=source,
-    )
-    return out.reshape(q.shape)
-
-
 SPLIT_CASES = {  # case name, split_len
     "decode smollm2": 64,
     "decode many tiles": 7,
@@ -328,7 +297,8 @@ SPLIT_CASES = {  # case name, split_len
 def test_split_attention_matches_numpy(kernels, name):
     n_tokens, n_heads, n_kv, head_dim, max_ctx, first, window, softcap, _ = CASES[name]
     q, k, v, positions = make_case(n_tokens, n_heads, n_kv, head_dim, max_ctx, first, window)
-    got = run_split_attention(kernels, q, k, v, positions, SPLIT_CASES[name], window, softcap)
+    split_len = SPLIT_CASES[name]
+    got = run_attention(kernels, q, k, v, positions, window, softcap=softcap, split_len=split_len)
     check(got, attention_ref(q, k, v, positions, window, softcap=softcap))
 
 
@@ -348,6 +318,8 @@ def test_split_planted_bugs_fail(kernels, good, bad):
     source = shader_source("attention.wgsl")
     assert good in source, "the planted bug no longer applies: update the control"
     q, k, v, positions = make_case(1, 4, 2, 32, 300, 250, 37)
-    got = run_split_attention(kernels, q, k, v, positions, 3, 37, source=source.replace(good, bad))
+    got = run_attention(
+        kernels, q, k, v, positions, 37, source=source.replace(good, bad), split_len=3
+    )
     with pytest.raises(AssertionError):
         check(got, attention_ref(q, k, v, positions, 37))

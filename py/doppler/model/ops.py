@@ -312,8 +312,8 @@ class AttentionShape:
     window: int
     scale: float
     softcap: float
-    split_len: int = 0  # > 0: split-K attention (split + combine) with this many keys a split
-    n_splits: int = 0
+    split_len: int  # split-K attention: keys per split, and splits per query
+    n_splits: int
     rope_dim: int = 0  # > 0: attention norms (q_normed) and rotates the queries itself
     interleaved: bool = False
     q_normed: bool = False
@@ -417,26 +417,17 @@ def attention(
     positions: JsProxy,
     out: JsProxy,
     shape: AttentionShape,
-    partials: JsProxy | None = None,
+    partials: JsProxy,
     rope: tuple[JsProxy, JsProxy | None] | None = None,
 ) -> None:
-    """One workgroup per (head, token); or, with ``shape.n_splits``, each query's keys split
-    among that many workgroups (partials in ``partials``) and then combined. With
-    ``shape.rope_dim``, ``rope`` = (inv_freq, q norm weights or None) for the queries."""
+    """Split-K attention: each query's keys split among ``shape.n_splits`` workgroups
+    (partials in ``partials``), then combined. With ``shape.rope_dim``, ``rope`` =
+    (inv_freq, q norm weights or None) for the queries."""
     if shape.head_dim % 4 or shape.head_dim > 512:
         raise ValueError(f"attention reads heads as vec4s, up to 512: head_dim {shape.head_dim}")
     sources = [Binding(0, q), Binding(1, caches[0]), Binding(2, caches[1]), Binding(3, positions)]
     inv_freq, q_norm = rope if rope is not None else (positions, None)
     sources += [Binding(6, inv_freq), Binding(7, q_norm if q_norm is not None else inv_freq)]
-    if not shape.n_splits:
-        plan.add(
-            PipelineKey("attention"),
-            [*sources, Binding(4, out)],
-            shape.params(),
-            (shape.n_heads, shape.n_tokens),
-            params_binding=5,
-        )
-        return
     plan.add(
         PipelineKey("attention", entry="split"),
         [*sources, Binding(4, partials)],
