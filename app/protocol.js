@@ -76,16 +76,28 @@ export class WorkerClient {
   }
 
   // Start a request and iterate its events; the last item is {type: 'done', ...result}.
+  // Leaving the iteration early (`break`, which calls return()) cancels the request, as the
+  // caller's AbortSignal does: nothing goes on running in the worker for nobody.
   stream(kind, payload = {}, options = {}) {
     const queue = new EventQueue();
+    const stop = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
     const result = this.request(kind, payload, {
-      ...options, onEvent: (event) => queue.push({ done: false, value: event }),
+      ...options, signal, onEvent: (event) => queue.push({ done: false, value: event }),
     });
     result.then(
       (value) => { queue.push({ done: false, value: { type: 'done', ...value } }); queue.close(); },
       (error) => { queue.push(Promise.reject(error)); queue.close(); },
     );
     result.catch(() => {});
-    return { [Symbol.asyncIterator]() { return { next: () => queue.next() }; } };
+    const iterator = {
+      next: () => queue.next(),
+      return: () => {
+        stop.abort();
+        queue.close();
+        return Promise.resolve({ done: true, value: undefined });
+      },
+    };
+    return { [Symbol.asyncIterator]() { return iterator; } };
   }
 }

@@ -109,3 +109,28 @@ def test_bench_reports_every_figure(site_dir, model_server):
     assert all(result[name] > 0 for name in figures), {n: result.get(n) for n in figures}
     assert result["promptPasses"]["passes"] == 2  # a 32-token pass and a padded one
     assert result["generatedTokens"] == 8
+
+
+def test_breaking_out_cancels_and_keeps_gpu_memory_flat(app, model_server):
+    """``break`` out of a generation cancels it in the worker (the next one does not run
+    beside it), and the decode passes it left in flight give their readbacks back: repeated
+    early stops leave the GPU's live bytes where they were."""
+    result = run_async(
+        app,
+        """
+        await doppler.load(args[0], {contextLength: 64});
+        await doppler.request('debug.gpuMeter', {install: true});
+        const live = [];
+        for (let i = 0; i < 4; i++) {
+          for await (const e of doppler.generate({tokenIds: [1, 2, 3]}, {maxTokens: 50})) break;
+          live.push((await doppler.request('debug.gpuMeter', {})).live);
+        }
+        let done = null;
+        for await (const e of doppler.generate({tokenIds: [1, 2, 3]}, {maxTokens: 4})) done = e;
+        return {live, done};
+        """,
+        f"{model_server}llama/manifest.json",
+    )
+    live = result["live"]
+    assert live[1] == live[2] == live[3], live
+    assert result["done"]["type"] == "done" and len(result["done"]["tokenIds"]) == 4

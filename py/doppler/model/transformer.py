@@ -156,20 +156,29 @@ class Model:
         self.prefill_cpu_s = time.perf_counter() - started
         self.decode_cpu_s, self.decode_steps = 0.0, 0
         submitted = 1
-        for _step in range(max_tokens):
-            while submitted < max_tokens and len(in_flight) <= DECODE_AHEAD:
-                started = time.perf_counter()
-                position = len(prompt) + submitted - 1
-                in_flight.append(await self._submit_sampled(position, None, sampling, submitted))
-                self.decode_cpu_s += time.perf_counter() - started
-                self.decode_steps += 1
-                submitted += 1
-            readback = in_flight.pop(0)
-            await readback.mapAsync(js.GPUMapMode.READ, 0, 4)
-            token = js.Uint32Array.new(readback.getMappedRange(0, 4))[0]
-            readback.unmap()
-            self._readbacks.append(readback)
-            yield int(token)
+        reading = None  # the readback being mapped
+        try:
+            for _step in range(max_tokens):
+                while submitted < max_tokens and len(in_flight) <= DECODE_AHEAD:
+                    started = time.perf_counter()
+                    position = len(prompt) + submitted - 1
+                    in_flight.append(
+                        await self._submit_sampled(position, None, sampling, submitted)
+                    )
+                    self.decode_cpu_s += time.perf_counter() - started
+                    self.decode_steps += 1
+                    submitted += 1
+                reading = in_flight.pop(0)
+                await reading.mapAsync(js.GPUMapMode.READ, 0, 4)
+                token = js.Uint32Array.new(reading.getMappedRange(0, 4))[0]
+                reading.unmap()
+                self._readbacks.append(reading)
+                reading = None
+                yield int(token)
+        finally:  # a stop or a cancel: what is still in flight is never read
+            self._readbacks += in_flight
+            if reading is not None:  # its map was interrupted and cannot be undone
+                self.budget.destroy(reading)
 
     def _passes(self, count: int) -> list[tuple[int, int, Pass]]:
         """Cover positions [0, count): prefill chunks (the last one padded), then single-token
