@@ -295,12 +295,17 @@ PLANTED_BUGS = {  # name: (good, bad, case)
 }
 
 
+def planted(good: str, bad: str) -> str:
+    """sample.wgsl with ``good`` replaced by ``bad`` (a planted bug)."""
+    source = shader_source("sample.wgsl")
+    assert good in source, "the planted bug no longer applies: update the control"
+    return source.replace(good, bad)
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("bug", sorted(PLANTED_BUGS))
 def test_planted_bugs_fail_the_chi_square(kernels, bug):
     good, bad, case = PLANTED_BUGS[bug]
-    source = shader_source("sample.wgsl")
-    assert good in source, "the planted bug no longer applies: update the control"
     temperature, top_k, top_p, softcap = SAMPLING_CASES[case]
     top_p = gap_top_p(LOGITS, temperature, top_k) if top_p is None else top_p
     _, draws = run(
@@ -312,7 +317,7 @@ def test_planted_bugs_fail_the_chi_square(kernels, bug):
         softcap=softcap,
         seed=1234,
         n_draws=DRAWS,
-        source=source.replace(good, bad),
+        source=planted(good, bad),
     )
     with pytest.raises(AssertionError):
         assert_matches_distribution(
@@ -419,7 +424,5 @@ CANDIDATE_BUGS = {  # name: (good, bad, oracle that must fail)
 @pytest.mark.parametrize("bug", sorted(CANDIDATE_BUGS))
 def test_planted_candidates_bugs_fail_the_oracles(kernels, bug):
     good, bad, oracle = CANDIDATE_BUGS[bug]
-    source = shader_source("sample.wgsl")
-    assert good in source, "the planted bug no longer applies: update the control"
     with pytest.raises(AssertionError):
-        oracle(kernels, source.replace(good, bad))
+        oracle(kernels, planted(good, bad))
