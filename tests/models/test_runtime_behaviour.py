@@ -6,39 +6,52 @@ import numpy as np
 import pytest
 
 from harness.browser import PageError, run_async
-from harness.tiny_models import reference_logits
+from harness.tiny_models import reference_greedy, reference_logits
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PROMPT = [5, 9, 77, 3, 101, 64, 12, 7, 90, 2, 44]
 
 
-def test_split_bindings_without_subgroups_match_transformers(app, model_server, tiny_models):
-    """A binding limit smaller than the embedding forces row-split weights; subgroups off."""
+@pytest.mark.parametrize(
+    ("name", "limit", "subgroups"), [("gemma3", 8192, False), ("llama", 16384, True)]
+)
+def test_split_bindings_match_transformers(app, model_server, tiny_models, name, limit, subgroups):
+    """A binding limit smaller than the embedding forces row-split weights, and smaller than
+    a layer's q/k/v or gate/up together keeps them apart (unfused): prefill logits and greedy
+    decode still match transformers, without subgroups (the fallback kernels) and with them
+    (llama: k and v projected into the cache one dispatch each)."""
     result = run_async(
         app,
         """
-        const [url, ids] = args;
+        const [url, ids, limit, subgroups] = args;
         const { Doppler } = await import('./app/doppler.js');
         const limited = await Doppler.create({
-          maxStorageBufferBindingSize: 8192, disableFeatures: ['subgroups'] });
+          maxStorageBufferBindingSize: limit, disableFeatures: subgroups ? [] : ['subgroups'] });
         try {
           const info = await limited.load(url, {contextLength: 32});
           const scored = await limited.score({tokenIds: ids, returnLogits: true});
-          return {info, logits: scored.logits, features: limited.status().gpu.features};
+          let done = null;
+          for await (const e of limited.generate({tokenIds: ids}, {maxTokens: 8})) done = e;
+          return {info, logits: scored.logits, done, features: limited.status().gpu.features};
         } finally {
           limited.terminate();
         }
         """,
-        f"{model_server}gemma3/manifest.json",
+        f"{model_server}{name}/manifest.json",
         PROMPT,
+        limit,
+        subgroups,
     )
-    assert "subgroups" not in result["features"]
-    assert "embed.weight" in result["info"]["splitTensors"]  # 128 x 64 f32 = 32 KiB > 8 KiB
+    assert ("subgroups" in result["features"]) == subgroups
+    assert "embed.weight" in result["info"]["splitTensors"]  # 128 x 64 f32 = 32 KiB > 16 KiB
     ours = np.array(result["logits"])
-    theirs = reference_logits(tiny_models["gemma3"], PROMPT)
+    theirs = reference_logits(tiny_models[name], PROMPT)
     scale = np.abs(theirs).max(axis=-1, keepdims=True)
     assert float((np.abs(ours - theirs) / scale).max()) < 1e-4
+    assert result["done"]["tokenIds"] == reference_greedy(tiny_models[name], PROMPT, 8)
+    if subgroups:  # unfused: more than the fused 6 dispatches per layer (+ 4)
+        assert result["done"]["stats"]["dispatchesPerToken"] > 4 + 2 * 6
 
 
 def test_prompt_longer_than_the_context_is_refused(app, model_server):
