@@ -107,18 +107,11 @@ fn query_at(d: u32, pos: u32, scale: f32) -> f32 {
 
 fn rotated_query(d: u32, pos: u32, scale: f32) -> f32 {
   if (d >= params.rope_dim) { return query_at(d, pos, scale); }
-  let half = params.rope_dim / 2u;
-  var i = d % half;
-  var a = i;
-  var b = i + half;
-  if (params.interleaved != 0u) {
-    i = d / 2u;
-    a = 2u * i;
-    b = a + 1u;
-  }
-  let pair = vec2<f32>(query_at(a, pos, scale), query_at(b, pos, scale));
+  let i = pair_of(d, params.rope_dim, params.interleaved != 0u);
+  let dims = pair_dims(i, params.rope_dim, params.interleaved != 0u);
+  let pair = vec2<f32>(query_at(dims.x, pos, scale), query_at(dims.y, pos, scale));
   let r = rotate(pair, cos_sin(f32(pos) * inv_freq[i]));
-  return select(r.y, r.x, d == a);
+  return select(r.y, r.x, d == dims.x);
 }
 
 // Loads query (t, head) into q_scaled (normed, rotated and scaled), clears acc; returns the

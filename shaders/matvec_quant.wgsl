@@ -179,10 +179,8 @@ fn row_of(v: u32) -> u32 {
   let head = (v - params.k_row0) / params.head_dim;
   let j = (v - params.k_row0) % params.head_dim;
   if (j >= params.rope_dim) { return v; }
-  let p = j / 2u;
-  var dim = p + (j % 2u) * (params.rope_dim / 2u);
-  if (params.interleaved != 0u) { dim = j; }
-  return params.k_row0 + head * params.head_dim + dim;
+  let dims = pair_dims(j / 2u, params.rope_dim, params.interleaved != 0u);
+  return params.k_row0 + head * params.head_dim + dims[j % 2u];
 }
 
 // A group's finished products (rows r0 .. r0 + n - 1) through the mode's epilogue; MODE_ROPE

@@ -42,12 +42,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x % half;
   if (t >= params.n_tokens || head >= params.n_heads + params.n_kv_heads) { return; }
   let cs = cos_sin(f32(positions[t]) * inv_freq[i]);
-  var a = i;
-  var b = i + half;
-  if (params.interleaved != 0u) {
-    a = 2u * i;
-    b = a + 1u;
-  }
+  let dims = pair_dims(i, params.rot_dim, params.interleaved != 0u);
+  let a = dims.x;
+  let b = dims.y;
   if (head < params.n_heads) {
     let base = (t * params.n_heads + head) * params.head_dim;
     let r = rotate(vec2<f32>(q[base + a], q[base + b]), cs);
@@ -126,20 +123,14 @@ fn rope_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
   if (store.normed != 0u) { scale = inverseSqrt(wg_sum(lid, squares) / f32(hd) + store.eps); }
   workgroupBarrier();
   let pos = positions[t];
-  let half = store.rot_dim / 2u;
   let cached = (kv * store.max_ctx + pos) * hd;
   for (var d = lid; d < hd; d += WG) {
     var value = normed_at(d, scale);
     if (d < store.rot_dim) {
-      var i = d % half;
-      var a = i;
-      var b = i + half;
-      if (store.interleaved != 0u) {
-        i = d / 2u;
-        a = 2u * i;
-        b = a + 1u;
-      }
-      let r = rotate(vec2<f32>(normed_at(a, scale), normed_at(b, scale)),
+      let i = pair_of(d, store.rot_dim, store.interleaved != 0u);
+      let dims = pair_dims(i, store.rot_dim, store.interleaved != 0u);
+      let a = dims.x;
+      let r = rotate(vec2<f32>(normed_at(a, scale), normed_at(dims.y, scale)),
                      cos_sin(f32(pos) * inv_freq[i]));
       value = select(r.y, r.x, d == a);
     }

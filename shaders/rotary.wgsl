@@ -1,4 +1,5 @@
-// The rotation of RoPE, shared by rope.wgsl and attention.wgsl (which rotates queries).
+// The rotation of RoPE and its pairing of dims, shared by rope.wgsl, attention.wgsl (which
+// rotates queries) and matvec_quant.wgsl (which rotates k in a projection's epilogue).
 
 // (cos, sin) of an f32 angle to ~2e-7 absolute for |angle| < 8e5 on every GPU: WGSL only
 // bounds sin/cos error (2^-11) on [-pi, pi] and SwiftShader really is that coarse, so we
@@ -20,6 +21,18 @@ fn cos_sin(angle: f32) -> vec2<f32> {
     case 2: { return vec2<f32>(-c, -s); }
     default: { return vec2<f32>(s, -c); }
   }
+}
+
+// The two dims that RoPE's pair i rotates together: (i, i + rot_dim / 2) in the rotate-half
+// (NeoX) style, (2i, 2i + 1) interleaved (GPT-J).
+fn pair_dims(i: u32, rot_dim: u32, interleaved: bool) -> vec2<u32> {
+  if (interleaved) { return vec2<u32>(2u * i, 2u * i + 1u); }
+  return vec2<u32>(i, i + rot_dim / 2u);
+}
+
+// The pair that dim d (< rot_dim) belongs to.
+fn pair_of(d: u32, rot_dim: u32, interleaved: bool) -> u32 {
+  return select(d % (rot_dim / 2u), d / 2u, interleaved);
 }
 
 fn rotate(x: vec2<f32>, cs: vec2<f32>) -> vec2<f32> {

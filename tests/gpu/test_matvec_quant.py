@@ -298,7 +298,7 @@ def test_tiles_match_numpy(kernel_variants, layout, n_tokens, rows_per_wg):
 
 
 CACHE_BUGS = {
-    "rope pairs": ("(j % 2u) * (params.rope_dim / 2u)", "(j % 2u) * (params.rope_dim / 4u)"),
+    "rope pairs swapped": ("dims[j % 2u]", "dims[1u - j % 2u]"),
     "second pair's angle": ("inv_freq[p + 1u]", "inv_freq[p]"),
     "cache head stride": (
         "((i / params.head_dim) * params.max_ctx + pos)",
