@@ -58,30 +58,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
 }
 
-// rope_store: the same rotation, after an optional per-head RMSNorm (Gemma 3's q/k norms),
-// with rotated k heads and their v heads stored straight into the KV cache (attention.wgsl's
-// layout, f32 [n_kv_heads, max_ctx, head_dim]): norms, rotation and kv_write in one dispatch.
-// Workgroup (g, t) takes head head0 + g of the list [q heads, kv heads] for token t: a q head
-// is rotated in place in q; kv head h is rotated into k_cache[h, positions[t], :] and
-// v[t, h, :] is copied to v_cache[h, positions[t], :] (positions >= max_ctx are skipped, as
-// kv_write does). With `normed`, the head is first scaled by 1 / sqrt(mean(x^2) + eps) and
-// by (norm[d] + norm_offset): dispatch q heads and kv heads apart when their norms differ.
-// Bindings: positions (0), inv_freq (1), q (2), k (3), v (4), k_cache (5), v_cache (6),
-// norm (7), params (8). Dispatch: (heads, n_tokens); head_dim <= MAX_HEAD_DIM.
+// rope_store: the same rotation of the k heads, after an optional per-head RMSNorm (Gemma 3's
+// k norm), stored straight into the KV cache (attention.wgsl's layout, f32 [n_kv_heads,
+// max_ctx, head_dim]) with their v heads: norm, rotation and kv_write in one dispatch (the
+// queries are normed and rotated by attention.wgsl itself). Workgroup (h, t) rotates kv head
+// h of token t into k_cache[h, positions[t], :] and copies v[t, h, :] to v_cache[h,
+// positions[t], :] (positions >= max_ctx are skipped, as kv_write does). With `normed`, the
+// head is first scaled by 1 / sqrt(mean(x^2) + eps) and by (norm[d] + norm_offset).
+// Bindings: positions (0), inv_freq (1), k (3), v (4), k_cache (5), v_cache (6), norm (7),
+// params (8). Dispatch: (n_kv_heads, n_tokens); head_dim <= MAX_HEAD_DIM.
 
 struct StoreParams {
   n_tokens: u32,
-  n_heads: u32,
   n_kv_heads: u32,
   head_dim: u32,
   rot_dim: u32,
   interleaved: u32,
   max_ctx: u32,
-  head0: u32,      // first head of this dispatch in [q heads, kv heads]
   normed: u32,     // 1: RMSNorm each head with `norm` first
   eps: f32,
   norm_offset: f32,
-  _pad0: u32,
 }
 
 @group(0) @binding(3) var<storage, read> k_in: array<f32>;
@@ -105,17 +101,13 @@ fn normed_at(d: u32, scale: f32) -> f32 {
 @compute @workgroup_size(WG)
 fn rope_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let t = wid.y;
-  let head = store.head0 + wid.x;
-  if (t >= store.n_tokens || head >= store.n_heads + store.n_kv_heads) { return; }
+  let kv = wid.x;
+  if (t >= store.n_tokens || kv >= store.n_kv_heads) { return; }
   let hd = store.head_dim;
-  let is_q = head < store.n_heads;
-  let kv = head - store.n_heads;
-  var base = (t * store.n_kv_heads + kv) * hd;
-  if (is_q) { base = (t * store.n_heads + head) * hd; }
+  let base = (t * store.n_kv_heads + kv) * hd;
   var squares = 0.0;
   for (var d = lid; d < hd; d += WG) {
-    var value: f32;
-    if (is_q) { value = q[base + d]; } else { value = k_in[base + d]; }
+    let value = k_in[base + d];
     head_vals[d] = value;
     squares += value * value;
   }
@@ -134,9 +126,7 @@ fn rope_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
                      cos_sin(f32(pos) * inv_freq[i]));
       value = select(r.y, r.x, d == a);
     }
-    if (is_q) {
-      q[base + d] = value;
-    } else if (pos < store.max_ctx) {
+    if (pos < store.max_ctx) {
       k_cache[cached + d] = value;
       v_cache[cached + d] = v_in[base + d];
     }

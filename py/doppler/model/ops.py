@@ -368,25 +368,23 @@ def rope_store(
     plan: Plan,
     positions: JsProxy,
     inv_freq: JsProxy,
-    qkv: tuple[JsProxy, JsProxy, JsProxy],
+    kv: tuple[JsProxy, JsProxy],
     caches: tuple[JsProxy, JsProxy],
     shape: AttentionShape,
     k_norm: Weight | None = None,
 ) -> None:
-    """The kv heads of rope.wgsl's rope_store: k RMS-normed by ``k_norm`` (where given) and
-    rotated into the cache, v copied there; :func:`attention` rotates the queries itself
-    (``shape.rope_dim``). q is bound, unused, because the entry point declares it."""
-    q, k, v = qkv
+    """rope.wgsl's rope_store: k RMS-normed by ``k_norm`` (where given) and rotated into the
+    cache, v copied there; :func:`attention` norms and rotates the queries itself
+    (``shape.rope_dim``)."""
+    k, v = kv
     params = pack(
-        "IIIIIIIIIff",
+        "IIIIIIIff",
         shape.n_tokens,
-        shape.n_heads,
         shape.n_kv_heads,
         shape.head_dim,
         shape.rope_dim,
         int(shape.interleaved),
         shape.max_ctx,
-        shape.n_heads,
         int(k_norm is not None),
         shape.eps,
         shape.norm_offset,
@@ -394,7 +392,6 @@ def rope_store(
     bindings = [
         Binding(0, positions),
         Binding(1, inv_freq),
-        Binding(2, q),
         Binding(3, k),
         Binding(4, v),
         Binding(5, caches[0]),

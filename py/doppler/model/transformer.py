@@ -627,7 +627,7 @@ def _attention(
         rope = (freqs, q_norm)
         if not to_cache:
             kv = shared.kv[layer]
-            ops.rope_store(plan, a.positions, freqs, (a.q, a.k, a.v), kv, shape, k_norm)
+            ops.rope_store(plan, a.positions, freqs, (a.k, a.v), kv, shape, k_norm)
     else:  # a norm over the whole projection (OLMoE)
         ops.rmsnorm(plan, a.q, w[p + "q_norm.weight"], a.qn, n, eps, offset)
         ops.rmsnorm(plan, a.k, w[p + "k_norm.weight"], a.kn, n, eps, offset)
