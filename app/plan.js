@@ -24,33 +24,16 @@ export class PlanRunner {
   // averaged over `repeats` runs): against the per-dispatch sum it shows what overlap and
   // the gaps between dispatches add.
   async passMs(device, repeats, end = this.dispatches.length) {
-    const querySet = device.createQuerySet({ type: 'timestamp', count: 2 });
-    const resolved = device.createBuffer({
-      size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-    const readback = device.createBuffer({
-      size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const stamps = new TimestampPairs(device, 1);
     let total = 0;
     for (let r = 0; r < repeats; r++) {
       const encoder = device.createCommandEncoder();
-      const pass = encoder.beginComputePass({ timestampWrites: {
-        querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
-      for (const d of this.dispatches.slice(0, end)) {
-        pass.setPipeline(d.pipeline);
-        pass.setBindGroup(0, d.bindGroup);
-        pass.dispatchWorkgroups(d.x, d.y, d.z);
-      }
-      pass.end();
-      encoder.resolveQuerySet(querySet, 0, 2, resolved, 0);
-      encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16);
+      this.encode(encoder, 0, end, stamps.writes(0));
+      stamps.resolve(encoder);
       device.queue.submit([encoder.finish()]);
-      await readback.mapAsync(GPUMapMode.READ);
-      const stamps = new BigUint64Array(readback.getMappedRange());
-      total += Number(stamps[1] - stamps[0]) / 1e6;
-      readback.unmap();
+      total += (await stamps.read())[0];
     }
-    querySet.destroy();
-    resolved.destroy();
-    readback.destroy();
+    stamps.destroy();
     return total / repeats;
   }
 
@@ -58,33 +41,58 @@ export class PlanRunner {
   // with timestamp queries around a pass per dispatch: a profile, not the production path.
   async profile(device, repeats) {
     const n = this.dispatches.length;
-    const querySet = device.createQuerySet({ type: 'timestamp', count: 2 * n });
-    const resolved = device.createBuffer({
-      size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-    const readback = device.createBuffer({
-      size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const stamps = new TimestampPairs(device, n);
     const totals = new Float64Array(n);
     for (let r = 0; r < repeats; r++) {
       const encoder = device.createCommandEncoder();
-      this.dispatches.forEach((d, i) => {
-        const pass = encoder.beginComputePass({ timestampWrites: {
-          querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
-        pass.setPipeline(d.pipeline);
-        pass.setBindGroup(0, d.bindGroup);
-        pass.dispatchWorkgroups(d.x, d.y, d.z);
-        pass.end();
-      });
-      encoder.resolveQuerySet(querySet, 0, 2 * n, resolved, 0);
-      encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16 * n);
+      for (let i = 0; i < n; i++) this.encode(encoder, i, i + 1, stamps.writes(i));
+      stamps.resolve(encoder);
       device.queue.submit([encoder.finish()]);
-      await readback.mapAsync(GPUMapMode.READ);
-      const stamps = new BigUint64Array(readback.getMappedRange());
-      for (let i = 0; i < n; i++) totals[i] += Number(stamps[2 * i + 1] - stamps[2 * i]) / 1e6;
-      readback.unmap();
+      (await stamps.read()).forEach((ms, i) => { totals[i] += ms; });
     }
-    querySet.destroy();
-    resolved.destroy();
-    readback.destroy();
+    stamps.destroy();
     return this.dispatches.map((d, i) => ({ label: d.label, ms: totals[i] / repeats }));
+  }
+}
+
+// Timestamp queries for `pairs` spans of GPU time, each from the beginning of one compute
+// pass to the end of the same or a later one (diagnostics): passes take writes(i, ...), the
+// last encoder resolve(), and once it is submitted read() gives each span in ms.
+export class TimestampPairs {
+  constructor(device, pairs) {
+    this.pairs = pairs;
+    this.querySet = device.createQuerySet({ type: 'timestamp', count: 2 * pairs });
+    this.resolved = device.createBuffer({
+      size: 16 * pairs, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    this.readback = device.createBuffer({
+      size: 16 * pairs, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  }
+
+  // A pass's timestampWrites: it begins span i, ends it, or both.
+  writes(i, begins = true, ends = true) {
+    const writes = { querySet: this.querySet };
+    if (begins) writes.beginningOfPassWriteIndex = 2 * i;
+    if (ends) writes.endOfPassWriteIndex = 2 * i + 1;
+    return writes;
+  }
+
+  resolve(encoder) {
+    encoder.resolveQuerySet(this.querySet, 0, 2 * this.pairs, this.resolved, 0);
+    encoder.copyBufferToBuffer(this.resolved, 0, this.readback, 0, 16 * this.pairs);
+  }
+
+  async read() {
+    await this.readback.mapAsync(GPUMapMode.READ);
+    const stamps = new BigUint64Array(this.readback.getMappedRange());
+    const ms = Array.from({ length: this.pairs },
+      (_, i) => Number(stamps[2 * i + 1] - stamps[2 * i]) / 1e6);
+    this.readback.unmap();
+    return ms;
+  }
+
+  destroy() {
+    this.querySet.destroy();
+    this.resolved.destroy();
+    this.readback.destroy();
   }
 }

@@ -1,7 +1,7 @@
 // Worker bootstrap: load Pyodide from this site, install our wheels, hand over to Python.
 // Everything after boot goes through doppler.worker (Python), which owns the protocol.
 
-import { PlanRunner } from './plan.js';
+import { PlanRunner, TimestampPairs } from './plan.js';
 import * as gpuMeter from './gpu_meter.js';
 import * as storage from './storage/index.js';
 
@@ -34,7 +34,7 @@ async function boot(options) {
   postMessage({ type: 'boot', stage: 'pyodide', ms: performance.now() - t0 });
   try {
     await installWheels(pyodide);
-    pyodide.registerJsModule('doppler_js', { PlanRunner, storage, gpuMeter });
+    pyodide.registerJsModule('doppler_js', { PlanRunner, TimestampPairs, storage, gpuMeter });
     const main = pyodide.pyimport('doppler.worker.main');
     worker = await main.boot(options.gpu ?? {}, siteBase);
     const status = worker.status().toJs({ dict_converter: Object.fromEntries });

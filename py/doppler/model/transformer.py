@@ -207,36 +207,23 @@ class Model:
         :meth:`generate` submits them (resident experts only): GPU ms from the first pass's
         start to the last one's end (timestamp queries), against wall ms from the first
         record to the work's completion."""
-        device = self.gpu.device
+        from doppler_js import TimestampPairs  # type: ignore[import-not-found]
+
         passes = self._passes(len(prompt) - 1)
-        stamps = device.createQuerySet(js_object({"type": "timestamp", "count": 2}))
-        usage = js.GPUBufferUsage
-        resolved = device.createBuffer(
-            js_object({"size": 16, "usage": usage.QUERY_RESOLVE | usage.COPY_SRC})
-        )
-        readback = device.createBuffer(
-            js_object({"size": 16, "usage": usage.MAP_READ | usage.COPY_DST})
-        )
+        stamps = TimestampPairs.new(self.gpu.device, 1)
         started = time.perf_counter()
         for i, (start, n, run) in enumerate(passes):
-            writes: dict[str, Any] = {}  # (a pass's timestampWrites must name an index)
-            if i == 0:
-                writes["beginningOfPassWriteIndex"] = 0
-            if i == len(passes) - 1:
-                writes["endOfPassWriteIndex"] = 1
-            timestamps = js_object({"querySet": stamps, **writes}) if writes else None
+            first, last = i == 0, i == len(passes) - 1
+            # a pass's timestampWrites must name an index: the others get none
+            timestamps = stamps.writes(0, first, last) if first or last else None
             encoder = await self._record(run, start, prompt[start : start + n], False, timestamps)
-            if i == len(passes) - 1:
-                encoder.resolveQuerySet(stamps, 0, 2, resolved, 0)
-                encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16)
-            device.queue.submit(js_object([encoder.finish()]))
-        await readback.mapAsync(js.GPUMapMode.READ)
+            if last:
+                stamps.resolve(encoder)
+            self.gpu.device.queue.submit(js_object([encoder.finish()]))
+        gpu_ms = (await stamps.read())[0]
         wall_ms = 1000 * (time.perf_counter() - started)
-        begin, end = js.BigUint64Array.new(readback.getMappedRange())
-        readback.unmap()
-        for resource in (stamps, resolved, readback):
-            resource.destroy()
-        return {"passes": len(passes), "gpuMs": int(end - begin) / 1e6, "wallMs": wall_ms}
+        stamps.destroy()
+        return {"passes": len(passes), "gpuMs": gpu_ms, "wallMs": wall_ms}
 
     async def _record(
         self,
