@@ -589,6 +589,7 @@ def _attention(
         for m, out in (("q", a.q), ("k", a.k), ("v", a.v)):
             _project(plan, w, p + m, x, out, n, fold)
     fused = cfg.qk_norm in ("none", "head")  # per-head norms and RoPE inside the kernels
+    split_len, n_splits = _splits(cfg, n, ctx)
     shape = ops.AttentionShape(
         n_tokens=n,
         n_heads=cfg.num_heads,
@@ -598,8 +599,8 @@ def _attention(
         window=cfg.sliding_window if sliding and cfg.sliding_window else 0,
         scale=cfg.attn_scale,
         softcap=cfg.attn_softcap or 0.0,
-        split_len=_splits(cfg, n, ctx)[0],
-        n_splits=_splits(cfg, n, ctx)[1],
+        split_len=split_len,
+        n_splits=n_splits,
         rope_dim=cfg.rope.dim if fused else 0,
         interleaved=interleaved,
         q_normed=cfg.qk_norm == "head",
@@ -613,7 +614,7 @@ def _attention(
         k_norm = w[p + "k_norm.weight"] if shape.q_normed else None
         rope = (freqs, q_norm)
         if not to_cache:
-            kv = shared.kv[layer]
+            kv = (k_cache, v_cache)
             ops.rope_store(plan, a.positions, freqs, (a.k, a.v), kv, shape, k_norm)
     else:  # a norm over the whole projection (OLMoE)
         ops.rmsnorm(plan, a.q, w[p + "q_norm.weight"], a.qn, n, eps, offset)
@@ -621,8 +622,8 @@ def _attention(
         q = a.qn
         rope_shape = (n, cfg.num_heads, cfg.num_kv_heads, d, cfg.rope.dim)
         ops.rope(plan, a.positions, freqs, a.qn, a.kn, rope_shape, shape.interleaved)
-        ops.kv_write(plan, a.kn, a.v, a.positions, shared.kv[layer], shape)
-    ops.attention(plan, q, shared.kv[layer], a.positions, a.attn, shape, a.partials, rope)
+        ops.kv_write(plan, a.kn, a.v, a.positions, (k_cache, v_cache), shape)
+    ops.attention(plan, q, (k_cache, v_cache), a.positions, a.attn, shape, a.partials, rope)
     _project(plan, w, p + "o", a.attn, a.x if direct else a.tmp, n, ops.Fold(accumulate=direct))
 
 
