@@ -39,7 +39,7 @@ class Weight:
 
     @property
     def rows(self) -> int:
-        return prod(self.shape[:-1]) if len(self.shape) > 1 else 1
+        return rows_of(self.shape)
 
     @property
     def row_len(self) -> int:
@@ -49,7 +49,7 @@ class Weight:
 def row_parts(entry: TensorEntry, binding_limit: int) -> list[tuple[int, int, int, int]]:
     """Split a tensor into (row0, rows, start, nbytes) parts that each fit one binding."""
     layout = get_layout(entry.layout)
-    rows = prod(entry.shape[:-1]) if len(entry.shape) > 1 else 1
+    rows = rows_of(entry.shape)
     row_bytes = layout.row_bytes(entry.shape[-1])
     per_part = max(1, binding_limit // row_bytes)
     return [
@@ -102,7 +102,7 @@ def allocate_fused(
     buffer = _buffer(budget, sum(sizes), name)
     members, offset, row0 = [], 0, 0
     for entry, size in zip(entries, sizes, strict=True):
-        rows = prod(entry.shape[:-1])
+        rows = rows_of(entry.shape)
         part = WeightPart(buffer, 0, rows, 0, size, offset)
         members.append(Weight(entry.name, entry.layout, entry.shape, [part]))
         offset, row0 = offset + size, row0 + rows
@@ -111,9 +111,13 @@ def allocate_fused(
     return Weight(name, first.layout, (row0, first.shape[-1]), [whole]), members
 
 
+def rows_of(shape: tuple[int, ...]) -> int:
+    """Rows of a tensor stored row by row (a vector is one row)."""
+    return prod(shape[:-1]) if len(shape) > 1 else 1
+
+
 def _nbytes(entry: TensorEntry) -> int:
-    rows = prod(entry.shape[:-1]) if len(entry.shape) > 1 else 1
-    return rows * get_layout(entry.layout).row_bytes(entry.shape[-1])
+    return rows_of(entry.shape) * get_layout(entry.layout).row_bytes(entry.shape[-1])
 
 
 def _buffer(budget: GpuBudget, nbytes: int, label: str) -> JsProxy:
