@@ -35,7 +35,9 @@ async function generate(doppler, tokenIds, maxTokens) {
 async function measure(doppler, options) {
   const loadStarted = performance.now();
   const info = await doppler.load(params.get('model'), {
-    contextLength: promptTokens + decodeTokens + 8, ...options,
+    contextLength: promptTokens + decodeTokens + 8,
+    prefillTokens: params.has('prefillTokens') ? Number(params.get('prefillTokens')) : undefined,
+    ...options,
   });
   const result = { loadMs: performance.now() - loadStarted, model: info };
   const vocab = Math.min(info.vocabSize ?? 32000, 32000);

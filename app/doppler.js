@@ -73,14 +73,17 @@ export class Doppler {
   // Load an RDRR model from its root manifest URL. options: {onProgress(event),
   // contextLength, signal, gpuBudgetBytes (GPU memory DOPPLER may use; MoE experts that do
   // not fit are paged), ramBudgetBytes (JS memory for recently used experts; 0 = none),
-  // pagingPolicy ('cycle-lfu' or 'lru')}. Resolves with what was loaded ({modelId, name,
-  // arch, ..., experts}).
+  // pagingPolicy ('cycle-lfu' or 'lru'), prefillTokens (prompt tokens per prefill pass)}.
+  // Resolves with what was loaded ({modelId, name, arch, ..., experts}).
   async load(manifestUrl, {
     onProgress, contextLength, signal, gpuBudgetBytes, ramBudgetBytes, pagingPolicy,
+    prefillTokens,
   } = {}) {
     const url = new URL(manifestUrl, globalThis.location?.href).href;
     requestPersistence();  // not awaited: Firefox asks the user, and loading need not wait
-    const payload = { url, contextLength, gpuBudgetBytes, ramBudgetBytes, pagingPolicy };
+    const payload = {
+      url, contextLength, gpuBudgetBytes, ramBudgetBytes, pagingPolicy, prefillTokens,
+    };
     return this.client.request('load', payload, {
       signal, onEvent: (event) => onProgress?.(event),
     });

@@ -4,7 +4,8 @@
 //        the tanh approximation (HF "gelu_pytorch_tanh"; Gemma's GeGLU).
 //        Bindings: gate (0), up (1), out (2), params (3).
 // add:   y[i] += x[i % period] for i < n: a residual add (period = n) or a bias broadcast
-//        over tokens (period = bias length, y of shape (tokens, period)).
+//        over tokens (period = bias length, y of shape (tokens, period)); x may come in K
+//        slices (matmul_quant.wgsl's split K), then summed: x[j] = sum_s x[s * slice_stride + j].
 //        Bindings: x (0), y (1, read-write), params (2).
 // Dispatch either: (min(G, 65535), ceil(G / 65535)) with G = ceil(n / WG), grid_x = the first.
 
@@ -13,6 +14,8 @@ struct Params {
   period: u32,  // add: period of x (n for a residual add); unused by gated
   act: u32,     // gated: 0 = SiLU, 1 = GELU-tanh; unused by add
   grid_x: u32,  // workgroups along x: element i = (wid.y * grid_x + wid.x) * WG + lid
+  slices: u32,  // add: K slices of x (1: x as it is)
+  slice_stride: u32,
 }
 
 const ACT_SILU: u32 = 0u;
@@ -48,5 +51,9 @@ fn gated(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = element(wid, lid, add_params.grid_x);
   if (i >= add_params.n) { return; }
-  y[i] += x[i % add_params.period];
+  var sum = 0.0;
+  for (var s = 0u; s < add_params.slices; s++) {
+    sum += x[s * add_params.slice_stride + i % add_params.period];
+  }
+  y[i] += sum;
 }

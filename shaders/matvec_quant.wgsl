@@ -5,7 +5,9 @@ diagnostic(off, subgroup_uniformity);
 // Products with packed weights (every layout of dequant.wgsl, selected by one LAYOUT_<NAME>
 // flag), f32 activations and f32 accumulation:
 //   matvec: y[row0 + r]                  = sum_k W[r, k] x[k]          (decode)
-//   matmat: y[t * y_stride + row0 + r]   = sum_k W[r, k] x[t * cols + k], t < n_tokens (prefill)
+//   matmat: y[t * y_stride + row0 + r]   = sum_k W[r, k] x[t * cols + k], t < n_tokens
+//           (prefill of rows whose length is not a multiple of 4; matmul_quant.wgsl does
+//           the others)
 // for r < rows. W is the packed tensor (rows, cols): Layout.row_bytes(cols) per row, planes
 // at Layout.plane_offsets (docs/layouts.md).
 //
@@ -26,14 +28,10 @@ diagnostic(off, subgroup_uniformity);
 // With subgroups, the whole workgroup works on GROUP rows at a time (x is loaded once per
 // GROUP rows; their sums are one vec4). Without subgroups, WG / ROWS_PER_WG invocations per
 // row and a tree in workgroup memory.
-// tiles: matmat with vec4 x (cols a multiple of 4), ROWS_PER_WG rows per workgroup, for a
-// tile of TILE tokens per workgroup: each unit of weights is decoded once for the tile's
-// tokens and each x load serves GROUP rows; with subgroups, each subgroup claims GROUP rows
-// at a time and sums them with subgroupAdd.
 // matmat: any row length (scalar x): one workgroup per (row, tile of TOKENS tokens); each
 // decoded chunk is used for all TOKENS tokens of the tile.
 // Dispatch: matvec (grid_x, ceil(ceil(rows / ROWS_PER_WG) / grid_x)), grid_x =
-// min(ceil(rows / ROWS_PER_WG), 65535); tiles the same with z = ceil(n_tokens / TILE);
+// min(ceil(rows / ROWS_PER_WG), 65535);
 // matmat (grid_x, ceil(rows / grid_x), ceil(n_tokens / TOKENS)), grid_x = min(rows, 65535).
 // WG must be a power of two.
 // With the KV_OUT flag (subgroups only) the gate binding gives way to k_out and v_out, so
@@ -100,7 +98,6 @@ override WG: u32 = 64;
 override ROWS_PER_WG: u32 = 8;  // matvec: rows per workgroup (a power of two dividing WG)
 const TOKENS: u32 = 4u;
 const GROUP: u32 = 4u;  // matvec with subgroups: rows a subgroup sums at once
-const TILE: u32 = 8u;   // tiles: tokens per workgroup
 
 #include "dequant.wgsl"
 #include "reduce.wgsl"
@@ -241,8 +238,8 @@ fn activate(g: f32) -> f32 {
 }
 
 #if HAS_SUBGROUPS
-// tiles: rows are claimed from this counter. matvec: it numbers the invocations 0 .. WG - 1
-// so that each subgroup's lanes are consecutive, whatever the subgroup size and layout.
+// It numbers matvec's invocations 0 .. WG - 1 so that each subgroup's lanes are consecutive,
+// whatever the subgroup size and layout.
 var<workgroup> next_row: atomic<u32>;
 var<workgroup> partials: array<vec4<f32>, WG>;
 var<workgroup> pair_partials: array<vec4<f32>, WG>;  // MODE_PAIR: the up rows' sums
@@ -315,91 +312,6 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   }
   // one row per group here: MODE_ROPE needs the subgroup variant's groups
   if (lane == 0u && r < params.rows) { store_group(r, 1u, vec4<f32>(red[lid] * scale)); }
-}
-#endif
-
-// Partial products of rows r0 .. r0 + n - 1 (n <= GROUP) for tokens t0 .. t0 + tokens - 1
-// (tokens <= TILE): sums[t][j] for token t0 + t and row r0 + j, over units lane, lane + lanes...
-fn tile_dot(r0: u32, n: u32, t0: u32, tokens: u32, lane: u32, lanes: u32) -> array<vec4<f32>, TILE> {
-  var sums: array<vec4<f32>, TILE>;
-  let x_row = params.cols / 4u;
-  for (var u = lane; u < (params.cols + UNIT - 1u) / UNIT; u += lanes) {
-    var w: array<array<vec4<f32>, UNIT / 4u>, GROUP>;
-    for (var j = 0u; j < GROUP; j++) {
-      if (j < n) { w[j] = decode_unit((r0 + j) * params.row_words, u, params.plane1, params.plane2); }
-    }
-    for (var t = 0u; t < TILE; t++) {
-      if (t < tokens) {
-        var dots = vec4<f32>();
-        for (var k = 0u; k < UNIT / 4u; k++) {
-          let v = unit_x4(u, k);
-          var xk = vec4<f32>();
-          if (4u * v < params.cols) { xk = xv[(t0 + t) * x_row + v]; }
-          for (var j = 0u; j < GROUP; j++) { dots[j] += dot(w[j][k], xk); }
-        }
-        sums[t] += dots;
-      }
-    }
-  }
-  return sums;
-}
-
-fn tile_tokens(z: u32) -> vec2<u32> {
-  let t0 = z * TILE;
-  return vec2<u32>(t0, min(TILE, params.n_tokens - min(t0, params.n_tokens)));
-}
-
-#if HAS_SUBGROUPS
-@compute @workgroup_size(WG)
-fn tiles(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-  @builtin(subgroup_invocation_id) lane: u32,
-  @builtin(subgroup_size) lanes: u32,
-) {
-  if (lid == 0u) { atomicStore(&next_row, 0u); }
-  workgroupBarrier();
-  let span = tile_tokens(wid.z);
-  let first = (wid.y * params.grid_x + wid.x) * ROWS_PER_WG;
-  let end = min(first + ROWS_PER_WG, params.rows);
-  loop {
-    var claimed = 0u;
-    if (subgroupElect()) { claimed = atomicAdd(&next_row, GROUP); }
-    let r0 = first + subgroupBroadcastFirst(claimed);
-    if (r0 >= end) { break; }
-    let n = min(GROUP, end - r0);
-    let sums = tile_dot(r0, n, span.x, span.y, lane, lanes);
-    for (var t = 0u; t < TILE; t++) {
-      let total = subgroupAdd(sums[t]);
-      if (lane == 0u && t < span.y) {
-        for (var j = 0u; j < n; j++) {
-          y[(span.x + t) * params.y_stride + params.row0 + r0 + j] = total[j];
-        }
-      }
-    }
-  }
-}
-#else
-@compute @workgroup_size(WG)
-fn tiles(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lanes = WG / ROWS_PER_WG;
-  let lane = lid % lanes;
-  let r = (wid.y * params.grid_x + wid.x) * ROWS_PER_WG + lid / lanes;
-  let span = tile_tokens(wid.z);
-  var sums: array<vec4<f32>, TILE>;
-  if (r < params.rows) { sums = tile_dot(r, 1u, span.x, span.y, lane, lanes); }
-  for (var t = 0u; t < TILE; t++) {
-    red[lid] = sums[t].x;
-    workgroupBarrier();
-    for (var stride = lanes / 2u; stride > 0u; stride /= 2u) {
-      if (lane < stride) { red[lid] += red[lid + stride]; }
-      workgroupBarrier();
-    }
-    if (lane == 0u && r < params.rows && t < span.y) {
-      y[(span.x + t) * params.y_stride + params.row0 + r] = red[lid];
-    }
-    workgroupBarrier();
-  }
 }
 #endif
 

@@ -2,7 +2,9 @@
 // One workgroup per row; threads stride over the row, then a tree reduction in workgroup
 // memory (or subgroup sums when the device has subgroups). weight_offset is 1 for models
 // whose checkpoints store (w - 1), e.g. Gemma. With `accumulate` it adds instead of storing,
-// y[r, i] += ..., so a post-norm and its residual add are one dispatch.
+// y[r, i] += ..., so a post-norm and its residual add are one dispatch. x may come in K
+// slices (matmul_quant.wgsl's split K): x[r, i] is then the sum of `slices` buffers of rows,
+// slice_stride elements apart.
 
 struct Params {
   rows: u32,
@@ -10,9 +12,9 @@ struct Params {
   eps: f32,
   weight_offset: f32,
   accumulate: u32,  // 1: y += the normed row (a residual add); 0: y = it
+  slices: u32,      // K slices summed into x (1: x as it is)
+  slice_stride: u32,
   _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -23,6 +25,12 @@ struct Params {
 override WG: u32 = 256;
 var<workgroup> partial: array<f32, WG>;
 
+fn input(i: u32) -> f32 {
+  var v = 0.0;
+  for (var s = 0u; s < params.slices; s++) { v += x[s * params.slice_stride + i]; }
+  return v;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x;
@@ -30,7 +38,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let base = row * params.n;
   var sum = 0.0;
   for (var i = lid; i < params.n; i += WG) {
-    let v = x[base + i];
+    let v = input(base + i);
     sum += v * v;
   }
   partial[lid] = sum;
@@ -41,7 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let scale = inverseSqrt(partial[0] / f32(params.n) + params.eps);
   for (var i = lid; i < params.n; i += WG) {
-    let value = x[base + i] * scale * (w[i] + params.weight_offset);
+    let value = input(base + i) * scale * (w[i] + params.weight_offset);
     if (params.accumulate != 0u) { y[base + i] += value; } else { y[base + i] = value; }
   }
 }

@@ -122,6 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gpu-budget", type=int, help="MoE: run only paged, with this many GPU bytes"
     )
     parser.add_argument("--policy", default="cycle-lfu", help="MoE paged run: cycle-lfu or lru")
+    parser.add_argument("--prefill-tokens", type=int, help="prompt tokens per prefill pass")
     parser.add_argument(
         "--sampling",
         default="greedy",
@@ -137,6 +138,8 @@ def main(args: argparse.Namespace, site: Path, cache: Path) -> None:
     if args.sampling != "greedy":
         temperature, top_k, top_p = args.sampling.split(",")
         query.update(temperature=float(temperature), topK=int(top_k), topP=float(top_p))
+    if args.prefill_tokens is not None:
+        query["prefillTokens"] = args.prefill_tokens
     if args.expert_fraction is not None:
         query["expertFraction"] = args.expert_fraction
     if args.gpu_budget is not None:

@@ -27,6 +27,13 @@ def words(layout: str, row_len: int) -> tuple[int, int, int]:
     return lay.row_bytes(row_len) // 4, offsets[0] // 4, offsets[1] // 4
 
 
+def product_fields(
+    layout: str, rows: int, cols: int, grid_x: int, row0: int, n_tokens: int, y_rows: int
+) -> tuple[int, ...]:
+    """The leading Params fields of matvec_quant.wgsl and matmul_quant.wgsl."""
+    return (rows, cols, grid_x, row0, *words(layout, cols), n_tokens, y_rows)
+
+
 def random_packed(rng: np.random.Generator, layout: str, shape: tuple[int, int]) -> np.ndarray:
     """Packed uint8 bytes of a random tensor: quantized normals, or random k-quant blocks."""
     values = rng.standard_normal(shape).astype(np.float32)

@@ -26,7 +26,12 @@ def run_gated(kernels, gate, up, act, wg=256, grid_x=None, source=None):
         gx, gy = grid_x, -(-gx * gy // grid_x)
     (out,) = kernels.run(
         "activation",
-        [read(0, gate), read(1, up), write(2, gate.size), params(3, "IIII", gate.size, 0, act, gx)],
+        [
+            read(0, gate),
+            read(1, up),
+            write(2, gate.size),
+            params(3, "IIIIII", gate.size, 0, act, gx, 1, 0),
+        ],
         (gx, gy),
         entry="gated",
         constants={"WG": wg},
@@ -35,14 +40,16 @@ def run_gated(kernels, gate, up, act, wg=256, grid_x=None, source=None):
     return out
 
 
-def run_add(kernels, x, y, source=None):
+def run_add(kernels, x, y, source=None, slices=1):
+    """y += x, x of ``slices`` K slices of y's size summed (else x's size is the period)."""
     gx, gy = grid(y.size, 256)
+    period = x.size // slices
     (out,) = kernels.run(
         "activation",
         [
             read(0, x),
             Buffer(1, "write", array=y, count=y.size),
-            params(2, "IIII", y.size, x.size, 0, gx),
+            params(2, "IIIIII", y.size, period, 0, gx, slices, y.size),
         ],
         (gx, gy),
         entry="add",
@@ -98,6 +105,17 @@ def test_residual_add(kernels, tokens, width):
     np.testing.assert_array_equal(run_add(kernels, x, y), x + y)
 
 
+@pytest.mark.parametrize("slices", [2, 6])
+def test_residual_add_sums_k_slices(kernels, slices):
+    """The residual of a split-K product: y += the sum of its slices (in slice order)."""
+    x = RNG.standard_normal((slices, 3 * 1152)).astype(np.float32)
+    y = RNG.standard_normal(3 * 1152).astype(np.float32)
+    total = x[0].copy()
+    for part in x[1:]:
+        total += part
+    np.testing.assert_array_equal(run_add(kernels, x.ravel(), y, slices=slices), y + total)
+
+
 @pytest.mark.parametrize(("tokens", "width"), [(5, 896), (2, 33)])
 def test_bias_add_broadcasts_over_tokens(kernels, tokens, width):
     bias = RNG.standard_normal(width).astype(np.float32)
@@ -111,6 +129,7 @@ PLANTED_BUGS = {
     "gelu cubic coefficient": ("0.044715 * v", "0.04715 * v"),
     "activation flag ignored": ("gated_params.act == ACT_GELU_TANH", "false"),
     "add bound off by one": ("if (i >= add_params.n)", "if (i + 1u >= add_params.n)"),
+    "add slices not strided": ("x[s * add_params.slice_stride", "x[s"),
 }
 
 
@@ -123,8 +142,10 @@ def test_planted_bugs_fail_the_comparison(kernels, bug):
     source = source.replace(good, bad)
     with pytest.raises(AssertionError):
         if bug.startswith("add"):
-            x, y = (RNG.standard_normal(300).astype(np.float32) for _ in range(2))
-            np.testing.assert_array_equal(run_add(kernels, x, y, source), x + y)
+            x = RNG.standard_normal((2, 300)).astype(np.float32)
+            y = RNG.standard_normal(300).astype(np.float32)
+            got = run_add(kernels, x.ravel(), y, source, slices=2)
+            np.testing.assert_array_equal(got, y + (x[0] + x[1]))
         else:
             gate, up = activations(700)
             check(

@@ -23,16 +23,19 @@ def rmsnorm_ref(x: np.ndarray, w: np.ndarray, eps: float, offset: float) -> np.n
 
 
 def run_rmsnorm(kernels, x, w, eps=1e-6, offset=0.0, source=None, wg=256, y_init=None):
-    """``y_init`` given: the accumulating variant, y += rmsnorm(x)."""
-    rows, n = x.shape
+    """``y_init`` given: the accumulating variant, y += rmsnorm(x). A 3-D x is a split-K
+    product's slices, summed by the kernel."""
+    *slices, rows, n = x.shape
     y = (
         write(2, rows * n)
         if y_init is None
         else Buffer(2, "write", array=y_init, count=y_init.size)
     )
+    accumulate = y_init is not None
+    knobs = params(3, "IIffIII", rows, n, eps, offset, accumulate, *(slices or [1]), rows * n)
     (out,) = kernels.run(
         "rmsnorm",
-        [read(0, x), read(1, w), y, params(3, "IIffI", rows, n, eps, offset, y_init is not None)],
+        [read(0, x), read(1, w), y, knobs],
         (rows,),
         constants={"WG": wg},
         source=source,
@@ -67,7 +70,22 @@ def test_rmsnorm_accumulates_into_y(kernels):
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=4e-6)
 
 
+def test_rmsnorm_sums_k_slices(kernels):
+    """A post-norm reading a split-K product: rmsnorm of the sum of the slices."""
+    x = RNG.standard_normal((4, 3, 640)).astype(np.float32)
+    w = RNG.standard_normal(640).astype(np.float32)
+    y0 = RNG.standard_normal((3, 640)).astype(np.float32)
+    got = run_rmsnorm(kernels, x, w, offset=1.0, wg=64, y_init=y0)
+    want = y0.astype(np.float64) + rmsnorm_ref(x.sum(axis=0), w, 1e-6, 1.0)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=4e-6)
+
+
 PLANTED_BUGS = {
+    "rmsnorm slices not strided": (
+        "rmsnorm.wgsl",
+        "x[s * params.slice_stride + i]",
+        "x[i]",
+    ),
     "rmsnorm off-by-one bound": (
         "rmsnorm.wgsl",
         "for (var i = lid; i < params.n; i += WG) {\n    let value",
@@ -92,10 +110,10 @@ def test_planted_bugs_fail_the_comparison(kernels, bug):
     source = shader_source(file)
     assert good in source, "the planted bug no longer applies: update the control"
     broken = source.replace(good, bad)
-    x = RNG.standard_normal((3, 300)).astype(np.float32)
+    x = RNG.standard_normal((2, 3, 300)).astype(np.float32)
     w = RNG.standard_normal(300).astype(np.float32)
     y0 = RNG.standard_normal((3, 300)).astype(np.float32)
     got = run_rmsnorm(kernels, x, w, source=broken, y_init=y0)
-    want = y0.astype(np.float64) + rmsnorm_ref(x, w, 1e-6, 0.0)
+    want = y0.astype(np.float64) + rmsnorm_ref(x.sum(axis=0), w, 1e-6, 0.0)
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=4e-6)

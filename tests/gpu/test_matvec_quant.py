@@ -11,14 +11,14 @@ import pytest
 
 from doppler.convert.pack import dequantize
 from doppler.model.rope import inv_freq
-from gpu.packing import flag, random_packed, words
+from gpu.packing import flag, product_fields, random_packed
 from gpu.test_rope import rope_ref
 from harness.kernels import Buffer, params, read, shader_source, write
 
 pytestmark = pytest.mark.browser
 
 RNG = np.random.default_rng(23)
-TOKENS_PER_TILE = {"matmat": 4, "tiles": 8}
+MATMAT_TOKENS = 4  # tokens per matmat workgroup
 LAYOUTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
 KQUANTS = ("q4_k", "q5_k", "q6_k")
 
@@ -61,10 +61,9 @@ def run(
     y_rows = y_rows or rows
     groups = rows if entry == "matmat" else -(-rows // rows_per_wg)
     grid_x = grid_x or min(groups, 65535)
-    row_words, plane1, plane2 = words(layout, cols)
     grid = (grid_x, -(-groups // grid_x))
     if entry != "matvec":
-        grid += (-(-n_tokens // TOKENS_PER_TILE[entry]),)
+        grid += (-(-n_tokens // MATMAT_TOKENS),)
     x = x.astype(np.float32)
     y = write(2, n_tokens * y_rows) if y_init is None else initial(2, y_init)
     buffers = [
@@ -74,15 +73,7 @@ def run(
         params(
             3,
             "IIIIIIIIIIffIIIIIII",
-            rows,
-            cols,
-            grid_x,
-            row0,
-            row_words,
-            plane1,
-            plane2,
-            n_tokens,
-            y_rows,
+            *product_fields(layout, rows, cols, grid_x, row0, n_tokens, y_rows),
             mode,
             eps,
             offset,
@@ -264,39 +255,6 @@ def test_matvec_folds_match_numpy(kernel_variants, fold, layout, shape):
     assert (err <= bound).all(), f"max error/bound {np.nanmax(err / bound):.3g}"
 
 
-@pytest.mark.parametrize(
-    ("layout", "n_tokens", "rows_per_wg"),
-    [
-        ("q4_0", 8, 8),
-        ("q4_0", 19, 8),
-        ("q4_1", 3, 4),
-        ("q5_0", 9, 16),
-        ("q5_1", 1, 8),
-        ("q8_0", 16, 1),
-        ("q4_k", 5, 8),
-        ("q6_k", 11, 8),
-        ("f32", 7, 8),
-        ("f16", 10, 2),
-        ("bf16", 2, 8),
-    ],
-)
-def test_tiles_match_numpy(kernel_variants, layout, n_tokens, rows_per_wg):
-    """The prefill product: TILE tokens per workgroup sharing each decoded unit."""
-    rows, cols = (37, 512) if layout in KQUANTS else (45, 576 if layout.startswith("q") else 580)
-    packed, weights, x = case(layout, rows, cols, n_tokens)
-    got = run(
-        kernel_variants,
-        layout,
-        packed,
-        (rows, cols),
-        x,
-        entry="tiles",
-        n_tokens=n_tokens,
-        rows_per_wg=rows_per_wg,
-    )
-    check(got, weights, x)
-
-
 CACHE_BUGS = {
     "rope pairs swapped": ("dims[j % 2u]", "dims[1u - j % 2u]"),
     "second pair's angle": ("inv_freq[p + 1u]", "inv_freq[p]"),
@@ -420,16 +378,11 @@ def test_rows_beyond_one_grid_row(kernel_variants):
     """Rows spill into the grid's y dimension (as vocab-sized outputs must past 65535)."""
     packed, weights, x = case("q8_0", 129, 64, 3)
     check(run(kernel_variants, "q8_0", packed, (129, 64), x[0], grid_x=5), weights, x[:1])
-    for entry, grid_x in (("matmat", 50), ("tiles", 3)):
-        got = run(
-            kernel_variants, "q8_0", packed, (129, 64), x, entry=entry, n_tokens=3, grid_x=grid_x
-        )
-        check(got, weights, x)
+    got = run(kernel_variants, "q8_0", packed, (129, 64), x, entry="matmat", n_tokens=3, grid_x=50)
+    check(got, weights, x)
 
 
-@pytest.mark.parametrize(
-    ("layout", "entry"), [("q4_k", "matvec"), ("f16", "matmat"), ("q4_0", "tiles")]
-)
+@pytest.mark.parametrize(("layout", "entry"), [("q4_k", "matvec"), ("f16", "matmat")])
 def test_weight_split_in_two_parts(kernel_variants, layout, entry):
     """Each part is bound alone with its row0; together they write every row exactly once."""
     rows, cols, split, n_tokens = 21, 256, 13, 1 if entry == "matvec" else 11
@@ -510,12 +463,6 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
         "u += lanes) {",
         "u += lanes + 1u) {",
     ),
-    "subgroup last rows unclaimed": (
-        "matvec_quant.wgsl",
-        "q4_0",
-        "if (r0 >= end) { break; }",
-        "if (r0 + GROUP >= end) { break; }",
-    ),
     "group's last row dropped": (
         "matvec_quant.wgsl",
         "q4_1",
@@ -566,18 +513,6 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
         "let index = base + subgroupExclusiveAdd(1u);",
         "let index = base + subgroupExclusiveAdd(1u) / 2u;",
     ),
-    "tile token stride": (
-        "matvec_quant.wgsl",
-        "q4_0",
-        "xk = xv[(t0 + t) * x_row + v];",
-        "xk = xv[(t0 + t) * (x_row - 1u) + v];",
-    ),
-    "tile's last token dropped": (
-        "matvec_quant.wgsl",
-        "q8_0",
-        "min(TILE, params.n_tokens - min(t0, params.n_tokens))",
-        "min(TILE - 1u, params.n_tokens - min(t0, params.n_tokens))",
-    ),
     "fallback lanes split wrongly": (
         "matvec_quant.wgsl",
         "q8_0",
@@ -587,7 +522,6 @@ PLANTED_BUGS = {  # name: (file, layout, good, bad)
 }
 FALLBACK_ONLY = {"fallback lanes split wrongly"}
 MATMAT_ONLY = {"row tail dropped", "matmat token stride"}
-TILES_ONLY = {"tile token stride", "tile's last token dropped", "subgroup last rows unclaimed"}
 FOLD_BUGS = {"norm scale ignores eps": MODE_NORM, "accumulate overwrites": MODE_ACCUMULATE}
 
 
@@ -596,13 +530,6 @@ def test_planted_bugs_fail_the_comparison(kernels, kernels_without_subgroups, bu
     file, layout, good, bad = PLANTED_BUGS[bug]
     if bug in FALLBACK_ONLY:
         kernels = kernels_without_subgroups
-    if bug in TILES_ONLY:
-        packed, weights, x = case(layout, 13, 512, n_tokens=11)
-        source = shader_source("matvec_quant.wgsl").replace(good, bad)
-        got = run(kernels, layout, packed, (13, 512), x, entry="tiles", n_tokens=11, source=source)
-        with pytest.raises(AssertionError):
-            check(got, weights, x)
-        return
     kernel, dequant = shader_source("matvec_quant.wgsl"), shader_source("dequant.wgsl")
     assert good in (dequant if file == "dequant.wgsl" else kernel), "update the control"
     if file == "dequant.wgsl":

@@ -8,22 +8,22 @@ from harness.browser import run_async
 from harness.tiny_models import VOCAB, reference_logits
 
 PROMPT = [3, 17, 99, 42, 5, 64, 7, 120, 33, 8]
-LONG_PROMPT = [(37 * i + 11) % VOCAB for i in range(41)]  # a full prefill pass, a padded one
-# a full prefill pass, then single-token passes for a remainder too short for a padded pass
+LONG_PROMPT = [(37 * i + 11) % VOCAB for i in range(41)]
 REMAINDER_PROMPT = LONG_PROMPT[:34]
 RTOL = 1e-4  # max |ours - theirs| relative to max |theirs| per position
 
 
-def browser_logits(app, url: str, ids: list[int]) -> np.ndarray:
+def browser_logits(app, url: str, ids: list[int], prefill_tokens: int | None = None):
     result = run_async(
         app,
         """
-        const [url, ids] = args;
-        await doppler.load(url, {contextLength: 64});
+        const [url, ids, prefillTokens] = args;
+        await doppler.load(url, {contextLength: 64, prefillTokens});
         return await doppler.score({tokenIds: ids, returnLogits: true});
         """,
         url,
         ids,
+        prefill_tokens,
     )
     return np.array(result["logits"], dtype=np.float64)
 
@@ -33,10 +33,18 @@ def max_relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float((np.abs(ours - theirs) / scale).max())
 
 
-def parity_error(app, model_server: str, model_dir, name: str, prompt: list[int]) -> float:
+def parity_error(
+    app,
+    model_server: str,
+    model_dir,
+    name: str,
+    prompt: list[int],
+    prefill_tokens: int | None = None,
+) -> float:
     """Max relative logit error, over every position of ``prompt``, of the served model
-    ``name`` in the browser against transformers running ``model_dir``."""
-    ours = browser_logits(app, f"{model_server}{name}/manifest.json", prompt)
+    ``name`` in the browser (loaded with ``prefill_tokens``) against transformers running
+    ``model_dir``."""
+    ours = browser_logits(app, f"{model_server}{name}/manifest.json", prompt, prefill_tokens)
     theirs = reference_logits(model_dir, prompt)
     assert ours.shape == theirs.shape == (len(prompt), VOCAB)
     error = max_relative_error(ours, theirs)

@@ -35,12 +35,28 @@ def test_logits_match_transformers(app, model_server, tiny_models, name):
     assert parity_error(app, model_server, tiny_models[name], name, PROMPT) < RTOL
 
 
-@pytest.mark.parametrize("prompt", [LONG_PROMPT, REMAINDER_PROMPT], ids=len)
+PASS_PLANS = {  # (prompt, prefillTokens): the passes logits() runs (contextLength 64)
+    # the long plan clamped to the context (64): one pass, padded
+    "one padded long pass": (LONG_PROMPT, None),
+    # only the short plan: a pass of 32, then a padded one of 9 tokens
+    "short pass, padded short pass": (LONG_PROMPT, 32),
+    # a pass of 32, then single-token passes for a remainder too short to pad
+    "short pass, single tokens": (REMAINDER_PROMPT, 32),
+    # a long pass of 40, then a remainder (10) under half of one: a padded short pass
+    "long pass, padded short pass": (LONG_PROMPT[:40] + PROMPT, 40),
+}
+
+
+@pytest.mark.parametrize("plan", sorted(PASS_PLANS))
 @pytest.mark.parametrize("name", ["gemma3", "qwen2"])
-def test_long_prompt_logits_match_transformers(app, model_server, tiny_models, name, prompt):
-    """Prompts longer than one prefill pass run the tiled products and prefill attention,
-    then a padded partial pass or single-token passes."""
-    assert parity_error(app, model_server, tiny_models[name], name, prompt) < RTOL
+def test_long_prompt_logits_match_transformers(app, model_server, tiny_models, name, plan):
+    """Prompts longer than one prefill pass run the prefill products (the down projection's
+    K split in two slices, summed by gemma3's post-norm and qwen2's residual add) and prefill
+    attention over every mix of long, short, padded and single-token passes; the head runs
+    on each prefill pass's hidden states."""
+    prompt, prefill_tokens = PASS_PLANS[plan]
+    error = parity_error(app, model_server, tiny_models[name], name, prompt, prefill_tokens)
+    assert error < RTOL
 
 
 # embed + per layer + LM head + 2 to sample (greedy: candidates, then the choice). Per layer:

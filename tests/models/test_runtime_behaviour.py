@@ -69,6 +69,19 @@ def test_prompt_longer_than_the_context_is_refused(app, model_server):
     assert "11 tokens do not fit the context of 8" in info.value.message
 
 
+@pytest.mark.parametrize("tokens", [1, 4096])
+def test_prefill_tokens_out_of_range_is_refused(app, model_server, tokens):
+    with pytest.raises(PageError) as info:
+        run_async(
+            app,
+            "await doppler.load(args[0], {prefillTokens: args[1]});",
+            f"{model_server}llama/manifest.json",
+            tokens,
+        )
+    assert info.value.code == "bad_request"
+    assert f"prefillTokens {tokens} is outside 2..1024" in info.value.message
+
+
 def test_unknown_or_unsupported_architecture_is_named(app, model_server):
     with pytest.raises(PageError) as info:
         run_async(
@@ -113,13 +126,14 @@ def test_bench_reports_every_figure(site_dir, model_server):
     from tools.bench import SYSTEM_CHROMIUM, run
 
     sampling = {"temperature": 0.7, "topK": 40, "topP": 0.95}
-    query = {"prompt": 40, "decode": 8, **sampling}
+    query = {"prompt": 40, "decode": 8, "prefillTokens": 32, **sampling}
     result = run(site_dir, f"{model_server}llama/manifest.json", SYSTEM_CHROMIUM, query, 300)
     assert "error" not in result, result.get("error")
     assert result["sampling"] == sampling
     figures = ("loadMs", "coldTtftMs", "ttftMs", "prefillTokPerS", "decodeTokPerS")
     figures += ("cpuMsPerToken", "dispatchesPerToken", "weightBytesPerSecond", "gpuMsPerToken")
     assert all(result[name] > 0 for name in figures), {n: result.get(n) for n in figures}
+    assert result["model"]["prefillTokens"] == result["prefillTokens"] == 32
     assert result["promptPasses"]["passes"] == 2  # a 32-token pass and a padded one
     assert result["generatedTokens"] == 8
 

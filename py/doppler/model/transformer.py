@@ -9,9 +9,13 @@ the place for a per-layer LoRA delta is after each projection in :func:`_project
 experts are paged, a pass runs in segments that end at each MoE layer's routing (see
 :meth:`Model._record`).
 
-Two plans share the weights and the KV cache: ``decode`` runs one token (its id is the one
-the GPU sampler wrote) and ``prefill`` runs ``PREFILL_TOKENS`` prompt tokens at once with
-matrix-matrix products, so each weight is read once per chunk instead of once per token.
+The plans share the weights and the KV cache: ``decode`` runs one token (its id is the one
+the GPU sampler wrote) and the ``prefill`` plans run a chunk of prompt tokens at once with
+matrix-matrix products, so each weight is read once per chunk instead of once per token:
+a long chunk (``prefillTokens`` at load, PREFILL_TOKENS by default), where the GPU is
+busiest, and a short one (SHORT_PREFILL_TOKENS) for short prompts and remainders, where a
+long pass would mostly compute padding. Prefill plans end at the last layer; ``head`` (final
+norm + LM head) turns their hidden states into logits where a caller wants them.
 """
 
 from __future__ import annotations
@@ -42,10 +46,16 @@ RING = 64  # sampled-token ring slots; more than the passes ever in flight
 # decode passes submitted ahead of the token being read back: one hides Python's time; more
 # hide the readback's own latency and the GPU process's encoding of the next pass as well
 DECODE_AHEAD = 2
-PREFILL_TOKENS = 32  # tokens per prefill pass (4 tiles of the matvec kernel's 8)
-# a prompt's last, partial chunk of at least this many tokens runs as one padded prefill pass
-# (the padding's KV entries lie past the prompt and are overwritten before anything reads
-# them); fewer run as single-token passes, which cost less than a whole chunk
+# Tokens per pass of the long prefill plan (load's prefillTokens): on an H100 a Gemma-3-1B
+# prompt ran 2.7k tok/s in 32-token passes, 6.3k in 128-token and 8.3k in 256-token ones
+# (docs/benchmarks.md): a pass costs a few ms of dispatch overhead whatever its length.
+PREFILL_TOKENS = 256
+SHORT_PREFILL_TOKENS = 32  # the short plan: one token tile of matmul_quant.wgsl
+MAX_PREFILL_TOKENS = 1024
+# a prompt's last, partial chunk runs as one padded pass of the long plan if it is longer than
+# half of one, else of the short plan if it has at least this many tokens (the padding's KV
+# entries lie past the prompt and are overwritten before anything reads them); fewer run as
+# single-token passes, which cost less than a whole chunk
 PADDED_CHUNK_MIN = 4
 SPLIT_LEN = 64  # attention: keys per split-K workgroup (more where the partials grow large)
 PARTIALS_BYTES = 64 << 20  # split-K partials of a pass at most
@@ -81,21 +91,19 @@ class Activations:
     kn: JsProxy
     attn: JsProxy
     tmp: JsProxy
-    tmp2: JsProxy
     gate: JsProxy
     up: JsProxy
     act: JsProxy
-    logits: JsProxy
-    logits_readback: JsProxy
     partials: JsProxy  # split-K attention partials
     moe: MoeScratch | None  # MoE models only
+    logits: JsProxy | None  # passes with a head only
 
 
 @dataclass
 class Pass:
     plan: Plan
     act: Activations
-    head_start: int  # dispatches from here on compute logits (final norm + LM head)
+    head_start: int  # dispatches from here on compute logits (the decode plan's head)
 
 
 @dataclass
@@ -109,7 +117,8 @@ class Model:
     gpu: Gpu
     budget: GpuBudget
     decode: Pass
-    prefill: Pass
+    prefill: list[Pass]  # shortest chunk first
+    head: Pass  # final norm + LM head over the short prefill plan's activations
     sampler: Plan  # two-stage: greedy and 0 < top_k <= ops.SAMPLE_K (the common requests)
     sampler_full: Plan  # any other options: scans the whole vocabulary
     ring: JsProxy  # where the sampler stores each step's id
@@ -118,26 +127,52 @@ class Model:
     decode_steps: int = 0
     prefill_cpu_s: float = 0.0  # CPU time spent recording and submitting the prompt's passes
     _readbacks: list[JsProxy] = field(default_factory=list)
+    _logits_readback: JsProxy | None = None  # made on the first call of logits()
 
     @property
     def dispatches_per_token(self) -> int:
         return len(self.decode.plan.dispatches) + len(self.sampler.dispatches)
 
     async def logits(self, ids: list[int]) -> list[list[float]]:
-        """Logits after each of ``ids`` (a fresh sequence from position 0)."""
+        """Logits after each of ``ids`` (a fresh sequence from position 0): the head runs
+        on each prefill pass's hidden states, up to ``head``'s token count at a time."""
+        device, head = self.gpu.device, self.head
+        row_bytes = self.config.hidden_size * 4
         rows: list[list[float]] = []
         for start, count, run in self._passes(len(ids)):
             encoder = await self._record(run, start, ids[start : start + count])
-            readback = run.act.logits_readback
-            nbytes = count * self.config.vocab_size * 4
-            encoder.copyBufferToBuffer(run.act.logits, 0, readback, 0, nbytes)
-            self.gpu.device.queue.submit(js_object([encoder.finish()]))
-            await readback.mapAsync(js.GPUMapMode.READ, 0, nbytes)
-            flat = js.Float32Array.new(readback.getMappedRange(0, nbytes)).to_py().tolist()
-            readback.unmap()
-            vocab = self.config.vocab_size
-            rows += [self._cap(flat[t * vocab : (t + 1) * vocab]) for t in range(count)]
+            if run is self.decode:
+                rows += await self._read_logits(encoder, run.act, 1)
+                continue
+            device.queue.submit(js_object([encoder.finish()]))
+            for first in range(0, count, head.act.n):
+                n = min(head.act.n, count - first)
+                encoder = device.createCommandEncoder()
+                if run.act is not head.act:
+                    x, head_x = run.act.x, head.act.x
+                    encoder.copyBufferToBuffer(x, first * row_bytes, head_x, 0, n * row_bytes)
+                head.plan.encode(encoder, device, None)
+                rows += await self._read_logits(encoder, head.act, n)
         return rows
+
+    async def _read_logits(self, encoder: JsProxy, act: Activations, n: int) -> list[list[float]]:
+        """Submit ``encoder`` with a copy of the first ``n`` rows of ``act``'s logits; read
+        them back (soft-capped where the model caps)."""
+        vocab = self.config.vocab_size
+        nbytes = n * vocab * 4
+        if self._logits_readback is None:
+            usage = js.GPUBufferUsage.MAP_READ | js.GPUBufferUsage.COPY_DST
+            size = self.head.act.n * vocab * 4
+            self._logits_readback = self.budget.create_buffer(
+                size, usage, "scratch", "logits readback"
+            )
+        readback = self._logits_readback
+        encoder.copyBufferToBuffer(act.logits, 0, readback, 0, nbytes)
+        self.gpu.device.queue.submit(js_object([encoder.finish()]))
+        await readback.mapAsync(js.GPUMapMode.READ, 0, nbytes)
+        flat = js.Float32Array.new(readback.getMappedRange(0, nbytes)).to_py().tolist()
+        readback.unmap()
+        return [self._cap(flat[t * vocab : (t + 1) * vocab]) for t in range(n)]
 
     async def generate(
         self, prompt: list[int], sampling: ops.Sampling, max_tokens: int
@@ -181,22 +216,30 @@ class Model:
                 self.budget.destroy(reading)
 
     def _passes(self, count: int) -> list[tuple[int, int, Pass]]:
-        """Cover positions [0, count): prefill chunks (the last one padded), then single-token
-        passes for a short remainder (only single-token ones when a chunk's experts might not
-        fit a layer's GPU slots)."""
-        full = count - count % PREFILL_TOKENS
-        if count - full >= PADDED_CHUNK_MIN:
-            full = count
-        experts = self.experts
-        if experts is not None and not experts.resident:
-            moe = self.config.moe
-            assert moe is not None
-            if experts.slots_per_layer() < min(moe.num_experts, PREFILL_TOKENS * moe.top_k):
-                full = 0
-        chunks = [
-            (s, min(PREFILL_TOKENS, full - s), self.prefill) for s in range(0, full, PREFILL_TOKENS)
-        ]
-        return chunks + [(s, 1, self.decode) for s in range(full, count)]
+        """Cover positions [0, count): whole chunks of the long plan, a remainder of more
+        than half of one as one padded pass of it, then the short plan's chunks (the last
+        one padded if it has PADDED_CHUNK_MIN tokens), then single-token passes. With paged
+        experts, only plans whose chunk's experts fit a layer's GPU slots run."""
+        passes, start = [], 0
+        plans = [run for run in self.prefill if self._experts_fit(run.act.n)]
+        for run in reversed(plans):  # the longest first
+            n = run.act.n
+            while count - start >= n:
+                passes.append((start, n, run))
+                start += n
+            rest = count - start
+            if rest > (n // 2 if run is not plans[0] else PADDED_CHUNK_MIN - 1):
+                passes.append((start, rest, run))
+                start = count
+        return passes + [(s, 1, self.decode) for s in range(start, count)]
+
+    def _experts_fit(self, tokens: int) -> bool:
+        """Whether the experts one pass of ``tokens`` tokens may route to fit a layer's GPU
+        slots (always, when every expert is resident)."""
+        experts, moe = self.experts, self.config.moe
+        if experts is None or experts.resident or moe is None:
+            return True
+        return experts.slots_per_layer() >= min(moe.num_experts, tokens * moe.top_k)
 
     def _cap(self, row: list[float]) -> list[float]:
         cap = self.config.final_softcap
@@ -303,6 +346,7 @@ async def build_model(
     context_length: int | None,
     paging: PagingOptions | None = None,
     progress: Progress | None = None,
+    prefill_tokens: int | None = None,
 ) -> Model:
     cfg = loaded.manifest.config
     if cfg.arch not in RUNNABLE_ARCHS or cfg.mla is not None:
@@ -312,8 +356,14 @@ async def build_model(
     ctx = int(context_length or min(cfg.max_position, 4096))
     if not 1 <= ctx <= cfg.max_position:
         raise BadRequest(f"contextLength {ctx} is outside 1..{cfg.max_position} for this model")
+    chunk = int(prefill_tokens or PREFILL_TOKENS)
+    if not 2 <= chunk <= MAX_PREFILL_TOKENS:
+        raise BadRequest(f"prefillTokens {chunk} is outside 2..{MAX_PREFILL_TOKENS}")
     shared = _allocate_shared(cfg, ctx, budget)
-    acts = [_allocate_activations(cfg, n, budget, ctx) for n in (1, PREFILL_TOKENS)]
+    chunk = min(chunk, max(ctx, SHORT_PREFILL_TOKENS))  # no pass longer than the context
+    chunks = sorted({min(chunk, SHORT_PREFILL_TOKENS), chunk})
+    # logits: the decode step's, and the head's over the short plan's activations
+    acts = [_allocate_activations(cfg, n, budget, ctx, n <= chunks[0]) for n in (1, *chunks)]
     if loaded.experts is not None:
         paging = paging or PagingOptions()
         shared.experts = await build_pager(
@@ -327,14 +377,20 @@ async def build_model(
             num_layers=cfg.num_layers,
             upload=lambda pieces: loaded.upload(gpu, pieces, progress or (lambda _event: None)),
         )
-    passes = []
-    for act in acts:
-        n = act.n
-        plan = Plan(f"{loaded.manifest.name} x{n}", gpu.features)
-        head_start = _build(plan, cfg, loaded.weights, act, shared, ctx)
+
+    async def prepared(act: Activations, layers: bool, head: bool) -> Pass:
+        plan = Plan(f"{loaded.manifest.name} x{act.n}{'' if layers else ' head'}", gpu.features)
+        if layers:
+            _build(plan, cfg, loaded.weights, act, shared, ctx)
+        head_start = len(plan.dispatches)
+        if head:
+            _head(plan, cfg, loaded.weights, act)
         await plan.finish(pipelines, budget)
-        passes.append(Pass(plan, act, head_start))
-    decode, prefill = passes
+        return Pass(plan, act, head_start)
+
+    decode = await prepared(acts[0], layers=True, head=True)
+    prefill = [await prepared(act, layers=True, head=False) for act in acts[1:]]
+    head = await prepared(acts[1], layers=False, head=True)
     samplers = []
     for candidates in (_candidates(budget, cfg.vocab_size), None):
         sampler = Plan(f"{loaded.manifest.name} sampler{'' if candidates else ' (full)'}")
@@ -349,7 +405,9 @@ async def build_model(
         )
         await sampler.finish(pipelines, budget, ops.StepState(ops.Sampling()))
         samplers.append(sampler)
-    return Model(cfg, ctx, gpu, budget, decode, prefill, *samplers, shared.ring, shared.experts)
+    return Model(
+        cfg, ctx, gpu, budget, decode, prefill, head, *samplers, shared.ring, shared.experts
+    )
 
 
 def _candidates(budget: GpuBudget, vocab: int) -> ops.Candidates:
@@ -396,14 +454,15 @@ def _splits(cfg: ArchConfig, n: int, ctx: int) -> tuple[int, int]:
     return split_len, -(-ctx // split_len)
 
 
-def _allocate_activations(cfg: ArchConfig, n: int, budget: GpuBudget, ctx: int) -> Activations:
+def _allocate_activations(
+    cfg: ArchConfig, n: int, budget: GpuBudget, ctx: int, logits: bool
+) -> Activations:
     h, d, ff = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
     q_size, kv_size = cfg.num_heads * d, cfg.num_kv_heads * d
 
     def f32(count: int, label: str) -> JsProxy:
         return _storage(budget, n * count, f"{label} x{n}")
 
-    usage = js.GPUBufferUsage
     return Activations(
         n=n,
         ids=f32(1, "token ids"),
@@ -416,17 +475,13 @@ def _allocate_activations(cfg: ArchConfig, n: int, budget: GpuBudget, ctx: int) 
         qn=f32(q_size, "qn"),
         kn=f32(kv_size, "kn"),
         attn=f32(q_size, "attn"),
-        tmp=f32(h, "tmp"),
-        tmp2=f32(h, "tmp2"),
+        tmp=f32(h * max(ops.k_slices(q_size, n), ops.k_slices(ff, n)), "tmp"),  # K slices
         gate=f32(ff, "gate"),
         up=f32(ff, "up"),
         act=f32(ff, "act"),
-        logits=f32(cfg.vocab_size, "logits"),
-        logits_readback=budget.create_buffer(
-            n * cfg.vocab_size * 4, usage.MAP_READ | usage.COPY_DST, "scratch", "logits readback"
-        ),
         partials=f32(cfg.num_heads * _splits(cfg, n, ctx)[1] * (d + 2), "attention partials"),
         moe=allocate_scratch(cfg, n, budget),
+        logits=f32(cfg.vocab_size, "logits") if logits else None,
     )
 
 
@@ -456,29 +511,33 @@ def _build(
     a: Activations,
     shared: Shared,
     ctx: int,
-) -> int:
-    """Add the forward pass to ``plan``; returns where its logits dispatches start."""
+) -> None:
+    """Add the layers of the forward pass to ``plan`` (hidden states in ``a.x``)."""
     n, folds = a.n, _folds(cfg, a.n)
     direct = folds and not cfg.norm.post_norms  # projections add themselves into x
     ops.embed(plan, w["embed.weight"], a.ids, a.x, cfg.embedding_scale, n)
     for layer in range(cfg.num_layers):
         p = f"layers.{layer}."
         normed = _normed(plan, cfg, w, a, p + "attn_norm.weight", folds)
-        _attention(plan, cfg, w, a, shared, layer, ctx, normed, direct)
-        _residual(plan, cfg, w, a, p + "post_attn_norm.weight", direct)
+        slices = _attention(plan, cfg, w, a, shared, layer, ctx, normed, direct)
+        _residual(plan, cfg, w, a, p + "post_attn_norm.weight", direct, slices)
         moe = cfg.moe is not None and cfg.moe.is_moe_layer(layer)
         normed = _normed(plan, cfg, w, a, p + "ffn_norm.weight", folds and not moe)
         if moe:
             assert a.moe is not None and shared.experts is not None
             moe_ffn(plan, cfg, w, a.xn, a.tmp, n, layer, a.moe, shared.experts)
+            slices = 1
         else:
-            _ffn(plan, cfg, w, a, p + "ffn.", normed, direct)
-        _residual(plan, cfg, w, a, p + "post_ffn_norm.weight", direct and not moe)
-    head_start = len(plan.dispatches)
-    x, fold = _normed(plan, cfg, w, a, "output_norm.weight", folds)
+            slices = _ffn(plan, cfg, w, a, p + "ffn.", normed, direct)
+        _residual(plan, cfg, w, a, p + "post_ffn_norm.weight", direct and not moe, slices)
+
+
+def _head(plan: Plan, cfg: ArchConfig, w: dict[str, Weight], a: Activations) -> None:
+    """Final norm and LM head: ``a.logits`` from the hidden states in ``a.x``."""
+    assert a.logits is not None
+    x, fold = _normed(plan, cfg, w, a, "output_norm.weight", _folds(cfg, a.n))
     head = w["embed.weight"] if cfg.tie_embeddings else w["lm_head.weight"]
-    ops.matvec(plan, head, x, a.logits, n, fold)
-    return head_start
+    ops.matvec(plan, head, x, a.logits, a.n, fold)
 
 
 def _folds(cfg: ArchConfig, n: int) -> bool:
@@ -501,17 +560,24 @@ def _normed(
 
 
 def _residual(
-    plan: Plan, cfg: ArchConfig, w: dict[str, Weight], a: Activations, norm: str, direct: bool
+    plan: Plan,
+    cfg: ArchConfig,
+    w: dict[str, Weight],
+    a: Activations,
+    norm: str,
+    direct: bool,
+    slices: int,
 ) -> None:
-    """x += block output (through the post-norm where the model has one, e.g. Gemma), unless
-    the block's last projection added itself into x (``direct``)."""
+    """x += block output in tmp (its ``slices`` K slices summed; through the post-norm where
+    the model has one, e.g. Gemma), unless the block's last projection added itself into x
+    (``direct``)."""
     if direct:
         return
     if cfg.norm.post_norms:
         eps, offset = cfg.norm.eps, cfg.norm.weight_offset
-        ops.rmsnorm(plan, a.tmp, w[norm], a.x, a.n, eps, offset, accumulate=True)
+        ops.rmsnorm(plan, a.tmp, w[norm], a.x, a.n, eps, offset, accumulate=True, slices=slices)
     else:
-        ops.add(plan, a.tmp, a.x, a.n * cfg.hidden_size)
+        ops.add(plan, a.tmp, a.x, a.n * cfg.hidden_size, slices=slices)
 
 
 def _project(
@@ -522,8 +588,10 @@ def _project(
     y: JsProxy,
     n: int,
     fold: ops.Fold | None = None,
+    slices: int = 1,
 ) -> None:
-    ops.matvec(plan, w[name + ".weight"], x, y, n, fold)
+    """y = W x + bias (the bias into the first of y's K ``slices``)."""
+    ops.matvec(plan, w[name + ".weight"], x, y, n, fold, slices)
     _bias(plan, w, name, y, n)
 
 
@@ -545,9 +613,9 @@ def _attention(
     ctx: int,
     normed: tuple[JsProxy, ops.Fold],
     direct: bool,
-) -> None:
+) -> int:
     """Attention of the normed input ``normed`` (see :func:`_normed`) into tmp, or added
-    into x by the output projection where ``direct``."""
+    into x by the output projection where ``direct``; returns the K slices left in tmp."""
     p = f"layers.{layer}.attn."
     n, d, (x, fold) = a.n, cfg.head_dim, normed
     sliding = cfg.layer_types[layer] == "sliding"
@@ -624,7 +692,10 @@ def _attention(
         ops.rope(plan, a.positions, freqs, a.qn, a.kn, rope_shape, shape.interleaved)
         ops.kv_write(plan, a.kn, a.v, a.positions, (k_cache, v_cache), shape)
     ops.attention(plan, q, (k_cache, v_cache), a.positions, a.attn, shape, a.partials, rope)
-    _project(plan, w, p + "o", a.attn, a.x if direct else a.tmp, n, ops.Fold(accumulate=direct))
+    slices = ops.k_slices(w[p + "o.weight"].row_len, n)
+    out = a.x if direct else a.tmp
+    _project(plan, w, p + "o", a.attn, out, n, ops.Fold(accumulate=direct), slices)
+    return slices
 
 
 def _ffn(
@@ -635,10 +706,10 @@ def _ffn(
     p: str,
     normed: tuple[JsProxy, ops.Fold],
     direct: bool,
-) -> None:
+) -> int:
     """The gated feed-forward block of ``normed`` into tmp, or added into x where ``direct``;
     decode folds the activation into the up projection, or with subgroups computes gate and
-    up in one dispatch where they share a buffer."""
+    up in one dispatch where they share a buffer. Returns the K slices left in tmp."""
     n, (x, fold) = a.n, normed
     if fold.mode() and "subgroups" in plan.features and p + "gate_up.weight" in w:
         pair = replace(fold, pair=w[p + "gate.weight"].rows, activation=cfg.activation)
@@ -652,4 +723,6 @@ def _ffn(
         ops.matvec(plan, w[p + "up.weight"], x, a.up, n, fold)
         ops.gated(plan, a.gate, a.up, a.act, n * cfg.intermediate_size, cfg.activation)
     out = a.x if direct else a.tmp
-    ops.matvec(plan, w[p + "down.weight"], a.act, out, n, ops.Fold(accumulate=direct))
+    slices = ops.k_slices(w[p + "down.weight"].row_len, n)
+    ops.matvec(plan, w[p + "down.weight"], a.act, out, n, ops.Fold(accumulate=direct), slices)
+    return slices

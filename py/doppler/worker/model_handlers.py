@@ -48,7 +48,14 @@ def handlers(worker: Worker) -> dict[str, Any]:
         try:
             loaded = await load_model(payload["url"], gpu, budget, emit)
             model = await build_model(
-                loaded, gpu, budget, pipelines, payload.get("contextLength"), paging, emit
+                loaded,
+                gpu,
+                budget,
+                pipelines,
+                payload.get("contextLength"),
+                paging,
+                emit,
+                payload.get("prefillTokens"),
             )
         except BaseException:
             release()
@@ -63,6 +70,7 @@ def handlers(worker: Worker) -> dict[str, Any]:
             "params": loaded.manifest.param_count,
             "vocabSize": config.vocab_size,
             "contextLength": model.context_length,
+            "prefillTokens": model.prefill[-1].act.n,
             "hasTokenizer": tokenizer is not None,
             "gpuBytes": dict(budget.used),
             "splitTensors": sorted(n for n, w in loaded.weights.items() if len(w.parts) > 1),
@@ -90,16 +98,14 @@ def handlers(worker: Worker) -> dict[str, Any]:
         for kernel, ms in (await model.sampler.profile(device, repeats)).items():
             by_kernel[kernel] = by_kernel.get(kernel, 0.0) + ms
         decode_pass = await model.decode.plan.pass_ms(device, repeats)
+        prefill = model.prefill[-1]
         return {
             "gpuMsPerToken": sum(by_kernel.values()),
             "byKernel": by_kernel,
             "decodePassMs": decode_pass + await model.sampler.pass_ms(device, repeats),
-            # as generation runs it: without the LM head
-            "prefillPassMs": await model.prefill.plan.pass_ms(
-                device, repeats, model.prefill.head_start
-            ),
-            "prefillTokens": model.prefill.act.n,
-            "prefillByKernel": await model.prefill.plan.profile(device, repeats),
+            "prefillPassMs": await prefill.plan.pass_ms(device, repeats),  # the long plan
+            "prefillTokens": prefill.act.n,
+            "prefillByKernel": await prefill.plan.profile(device, repeats),
             "prompt": await model.time_prompt(list((payload or {}).get("tokenIds") or [1] * 512)),
         }
 
