@@ -118,20 +118,25 @@ function describePaging(p) {
     + `waited ${p.stall_ms.toFixed(0)} ms; ${p.resident_experts} resident (${mb(p.resident_bytes)} MiB).`;
 }
 
-// The cache panel: what OPFS holds, with sizes, and a Delete button per model.
+// The cache panel: what OPFS holds, with sizes, and a Delete button per model. Calls overlap
+// (loads, deletes and generations each refresh it); only the latest one draws, and it
+// replaces the rows in one step, so the panel never shows a half-drawn or doubled list.
+let cacheDraws = 0;
 async function showCache(doppler) {
+  const draw = ++cacheDraws;
   const usage = await doppler.cache.usage().catch((error) => ({ error }));
-  const list = $('cache-list');
-  list.replaceChildren();
-  if (usage.error || !usage.available) {
+  const available = !usage.error && usage.available;
+  const { models } = available ? await doppler.cache.list() : { models: [] };
+  if (draw !== cacheDraws) return;
+  if (!available) {
     $('cache-usage').textContent = `Caching is off: ${usage.error?.message ?? usage.reason}`;
+    $('cache-list').replaceChildren();
     return;
   }
   $('cache-usage').textContent = `${formatBytes(usage.cachedBytes)} cached, `
     + `${formatBytes(usage.usage)} of ${formatBytes(usage.quota)} used by this site`
     + (usage.persisted ? ' (persistent)' : '');
-  const { models } = await doppler.cache.list();
-  for (const model of models) {
+  const rows = models.map((model) => {
     const row = document.createElement('tr');
     row.dataset.modelId = model.modelId;
     const cells = [model.name, formatBytes(model.storedBytes)
@@ -146,8 +151,9 @@ async function showCache(doppler) {
       showCache(doppler);
     });
     row.insertCell().append(remove);
-    list.append(row);
-  }
+    return row;
+  });
+  $('cache-list').replaceChildren(...rows);
 }
 
 function addTurn(role, text) {
